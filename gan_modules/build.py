@@ -1,0 +1,81 @@
+"""Build the training system from a composed config, and check it fits the data before any work.
+
+Used by ``train.py`` and, with the config saved in a checkpoint, by ``generate.py``.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from torch import nn
+
+from gan_modules.gan import GANModule
+
+
+def build_generator(cfg: DictConfig) -> nn.Module:
+    return instantiate(cfg.model.generator)
+
+
+def build_module(cfg: DictConfig) -> GANModule:
+    """The GANModule described by ``cfg.model`` (networks), ``cfg.loss``, ``cfg.optimizer`` and ``cfg.module``."""
+    scheduler = cfg.get("scheduler") or {}
+    return instantiate(
+        cfg.module,
+        generator=build_generator(cfg),
+        discriminator=instantiate(cfg.model.discriminator),
+        loss=instantiate(cfg.loss),
+        optimizer_g=instantiate(cfg.optimizer.g),
+        optimizer_d=instantiate(cfg.optimizer.d),
+        scheduler_g=instantiate(scheduler.get("g")) if scheduler.get("g") else None,
+        scheduler_d=instantiate(scheduler.get("d")) if scheduler.get("d") else None,
+        _recursive_=False,
+    )
+
+
+def _describe_range(value_range: Any) -> str:
+    return "unbounded (no output activation)" if value_range is None else f"[{value_range[0]:g}, {value_range[1]:g}]"
+
+
+def validate_setup(module: GANModule, datamodule: Any) -> None:
+    """Raise a clear error when the networks cannot work on this data; runs in milliseconds."""
+    generator, discriminator = module.generator, module.discriminator
+    data_shape = tuple(datamodule.sample_shape)
+    with torch.no_grad():
+        was_training = generator.training
+        generator.eval()
+        sample = generator(torch.randn(2, generator.z_dim))
+        generator.train(was_training)
+    if tuple(sample.shape[1:]) != data_shape:
+        raise ValueError(
+            f"The generator makes samples of shape {list(sample.shape[1:])} but the dataset gives "
+            f"{list(data_shape)}. The model configs read the shape from dataset.shape; if you set "
+            "model.generator.out_shape (or a size) yourself, make it match, or resize the data."
+        )
+    data_range = datamodule.value_range
+    data_range = None if data_range is None else tuple(float(v) for v in data_range)
+    g_range = generator.output_range
+    if (g_range is None) != (data_range is None) or (g_range is not None and tuple(g_range) != data_range):
+        raise ValueError(
+            f"The generator's output range is {_describe_range(g_range)} but the data are scaled to "
+            f"{_describe_range(data_range)}. Make them agree: set dataset.value_range to the generator's "
+            "range (tanh -> [-1, 1], sigmoid -> [0, 1]) or change model.generator.output_activation."
+        )
+    was_training = discriminator.training
+    discriminator.eval()
+    with torch.no_grad():
+        logits = discriminator(sample)
+    discriminator.train(was_training)
+    if logits.shape != (2,):
+        raise ValueError(
+            f"The discriminator must return one logit per sample (shape [batch]); it returned {list(logits.shape)}."
+        )
+    if module.loss.gp_weight > 0 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in discriminator.modules()):
+        warnings.warn(
+            "A gradient penalty is used with BatchNorm in the discriminator: the penalty assumes each "
+            "sample's gradient is independent of the batch. Prefer model.discriminator.norm=layer "
+            "(or none) where the model has that option.",
+            stacklevel=2,
+        )

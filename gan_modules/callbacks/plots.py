@@ -1,0 +1,79 @@
+"""Loss and discriminator-accuracy curves over training, drawn as PNGs at the end of training."""
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from pytorch_lightning.utilities import rank_zero_only
+
+PLOTS = {
+    "losses": (("d_loss", "discriminator loss"), ("g_loss", "generator loss")),
+    "d_accuracy": (("d_acc_real", "D accuracy on real"), ("d_acc_fake", "D accuracy on fake")),
+    "d_outputs": (("d_real", "mean D(x)"), ("d_fake", "mean D(G(z))")),
+}
+
+
+def moving_average(values: list[float], window: int) -> list[float]:
+    """Trailing mean over ``window`` points; keeps the length of ``values``."""
+    out, total = [], 0.0
+    for i, v in enumerate(values):
+        total += v
+        if i >= window:
+            total -= values[i - window]
+        out.append(total / min(i + 1, window))
+    return out
+
+
+class TrainingPlots(pl.Callback):
+    """Record the per-step statistics the GANModule returns; plot them into ``dirpath`` at the end."""
+
+    def __init__(self, dirpath: str, smoothing: int = 50) -> None:
+        self.dirpath = Path(dirpath)
+        self.smoothing = max(1, smoothing)
+        self.history: dict[str, list[float]] = defaultdict(list)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, *args: Any) -> None:
+        if not isinstance(outputs, dict):
+            return
+        self.history["step"].append(float(pl_module.generator_steps))
+        for key, value in outputs.items():
+            self.history[key].append(float(value))
+
+    @rank_zero_only
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.draw()
+
+    def draw(self) -> list[Path]:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        written = []
+        steps = self.history.get("step", [])
+        for name, curves in PLOTS.items():
+            present = [(k, label) for k, label in curves if len(self.history.get(k, [])) == len(steps) and steps]
+            if not present:
+                continue
+            fig, ax = plt.subplots(figsize=(7, 4))
+            for key, label in present:
+                ax.plot(steps, self.history[key], alpha=0.25)
+                ax.plot(steps, moving_average(self.history[key], self.smoothing), label=label,
+                        color=ax.lines[-1].get_color())
+            ax.set_xlabel("generator step")
+            ax.legend()
+            ax.grid(alpha=0.3)
+            self.dirpath.mkdir(parents=True, exist_ok=True)
+            path = self.dirpath / f"{name}.png"
+            fig.savefig(path, dpi=100, bbox_inches="tight")
+            plt.close(fig)
+            written.append(path)
+        return written
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": dict(self.history)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = defaultdict(list, state_dict["history"])

@@ -1,0 +1,84 @@
+"""Sample grids from a fixed z every N generator steps (a scatter plot for 2-D data)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.utilities import rank_zero_only
+
+from gan_modules.images import log_image_file, save_grid
+
+
+class SampleGrid(pl.Callback):
+    """Render the generator on the same noise throughout training, so grids are comparable.
+
+    Writes ``<dirpath>/step_000500.png`` every ``every_n_steps`` generator steps and
+    ``<dirpath>/final.png`` at the end, and hands each picture to the loggers that take images.
+    For vector samples of dimension 2 it draws a scatter plot over real data instead.
+    """
+
+    def __init__(self, dirpath: str, every_n_steps: int = 500, num_samples: int = 64, nrow: int = 8, seed: int = 0,
+                 num_points: int = 2500) -> None:
+        if every_n_steps < 1:
+            raise ValueError(f"callbacks.samples.every_n_steps must be >= 1, got {every_n_steps}.")
+        self.dirpath = Path(dirpath)
+        self.every_n_steps, self.num_samples, self.nrow = every_n_steps, num_samples, nrow
+        self.seed, self.num_points = seed, num_points
+        self.fixed_z: torch.Tensor | None = None
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if self.fixed_z is None:
+            n = self.num_samples if len(pl_module.generator.out_shape) > 1 else self.num_points
+            self.fixed_z = torch.randn(n, pl_module.z_dim, generator=torch.Generator().manual_seed(self.seed))
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        step = int(pl_module.generator_steps)
+        if step % self.every_n_steps == 0:
+            self.render(trainer, pl_module, f"step_{step:06d}")
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.render(trainer, pl_module, "final")
+
+    @rank_zero_only
+    def render(self, trainer: pl.Trainer, pl_module: pl.LightningModule, name: str) -> Path:
+        was_training = pl_module.generator.training
+        pl_module.generator.eval()
+        with torch.no_grad():
+            samples = pl_module.generator(self.fixed_z.to(pl_module.device)).float().cpu()
+        pl_module.generator.train(was_training)
+        path = self.dirpath / f"{name}.png"
+        if samples.dim() == 4:
+            save_grid(samples, path, pl_module.generator.output_range, nrow=self.nrow)
+        elif samples.dim() == 2 and samples.shape[1] == 2:
+            self._scatter(samples, trainer, path, step=int(pl_module.generator_steps))
+        else:
+            return path  # no picture for other vector data
+        log_image_file(trainer, "samples", path, int(pl_module.generator_steps))
+        return path
+
+    def _scatter(self, samples: torch.Tensor, trainer: pl.Trainer, path: Path, step: int) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(5, 5))
+        dataset = getattr(trainer.datamodule, "train_dataset", None) if trainer.datamodule is not None else None
+        if dataset is not None:
+            real = torch.stack([dataset[i][0] for i in range(min(len(dataset), self.num_points))])
+            ax.scatter(real[:, 0], real[:, 1], s=2, c="tab:blue", alpha=0.3, label="data")
+        ax.scatter(samples[:, 0], samples[:, 1], s=2, c="tab:red", alpha=0.5, label="generated")
+        ax.set_title(f"generator step {step}")
+        ax.set_aspect("equal")
+        ax.legend(loc="upper right", markerscale=4)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=100, bbox_inches="tight")
+        plt.close(fig)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"fixed_z": self.fixed_z}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.fixed_z = state_dict["fixed_z"]

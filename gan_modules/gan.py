@@ -1,0 +1,160 @@
+"""GANModule: the two-phase adversarial training loop as a LightningModule (manual optimisation).
+
+One training step (= one batch = one *generator step*):
+
+1. ``n_critic`` discriminator steps on the batch's real images and fresh fakes (real labelled 1,
+   fake 0); only D's optimizer steps, and G runs under ``no_grad``.
+2. One generator step with D frozen (``toggle_optimizer`` switches off D's gradients); only G's
+   optimizer steps.
+
+Training length: Lightning's ``trainer.global_step`` counts *optimizer* steps, so one iteration
+adds ``n_critic + 1``. Ask for generator steps with the top-level ``max_generator_steps`` option of
+``train.py`` (or epochs with ``trainer.max_epochs``); ``self.generator_steps`` counts them and is
+saved in checkpoints.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor, nn
+
+from gan_modules.losses import GANLoss, gradient_penalty
+
+OptimizerFactory = Callable[..., torch.optim.Optimizer]
+SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
+
+
+class GANModule(pl.LightningModule):
+    """Alternating D and G updates for any generator/discriminator pair and any ``GANLoss``.
+
+    Args:
+        generator: maps ``(B, z_dim)`` noise to samples; must have ``z_dim`` and ``out_shape``.
+        discriminator: maps samples to one logit per sample.
+        loss: the adversarial objective and its regularisers.
+        optimizer_g, optimizer_d: partially applied optimizers (called with the parameters).
+        scheduler_g, scheduler_d: optional partially applied LR schedulers, stepped once per epoch.
+        n_critic: discriminator steps per generator step (>= 1).
+        grad_clip_g, grad_clip_d: clip each network's gradient norm to this value (None: off).
+    """
+
+    def __init__(
+        self,
+        generator: nn.Module,
+        discriminator: nn.Module,
+        loss: GANLoss,
+        optimizer_g: OptimizerFactory,
+        optimizer_d: OptimizerFactory,
+        scheduler_g: SchedulerFactory | None = None,
+        scheduler_d: SchedulerFactory | None = None,
+        n_critic: int = 1,
+        grad_clip_g: float | None = None,
+        grad_clip_d: float | None = None,
+    ) -> None:
+        super().__init__()
+        if int(n_critic) < 1:
+            raise ValueError(f"module.n_critic must be >= 1 (discriminator steps per generator step), got {n_critic}.")
+        for name, clip in (("grad_clip_g", grad_clip_g), ("grad_clip_d", grad_clip_d)):
+            if clip is not None and clip <= 0:
+                raise ValueError(f"module.{name} must be positive or null, got {clip}.")
+        self.automatic_optimization = False
+        self.generator = generator
+        self.discriminator = discriminator
+        self.loss = loss
+        self.optimizer_g, self.optimizer_d = optimizer_g, optimizer_d
+        self.scheduler_g, self.scheduler_d = scheduler_g, scheduler_d
+        self.n_critic = int(n_critic)
+        self.grad_clip_g, self.grad_clip_d = grad_clip_g, grad_clip_d
+        # A buffer, so that it is saved in (and restored from) every checkpoint.
+        self.register_buffer("generator_steps", torch.zeros((), dtype=torch.long))
+
+    @property
+    def z_dim(self) -> int:
+        return int(self.generator.z_dim)
+
+    def sample_z(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        return torch.randn(n, self.z_dim, device=self.device, generator=generator)
+
+    def forward(self, z: Tensor) -> Tensor:
+        """Inference only: samples from noise."""
+        return self.generator(z)
+
+    # --- training ---------------------------------------------------------------------------
+    def training_step(self, batch: Any, batch_idx: int) -> dict[str, float]:
+        real = batch[0] if isinstance(batch, (tuple, list)) else batch
+        opt_g, opt_d = self.optimizers()
+        stats = self._discriminator_phase(real, opt_d)
+        stats.update(self._generator_phase(real.shape[0], opt_g))
+        self.generator_steps += 1
+        self.log_dict({k: stats[k] for k in ("d_loss", "g_loss")}, prog_bar=True, on_step=True, on_epoch=False)
+        self.log_dict({k: v for k, v in stats.items() if k not in ("d_loss", "g_loss")}, on_step=True, on_epoch=False)
+        return {k: float(v) for k, v in stats.items()}
+
+    def _discriminator_phase(self, real: Tensor, opt_d: Any) -> dict[str, Tensor]:
+        with self.toggled_optimizer(opt_d):
+            for _ in range(self.n_critic):
+                with torch.no_grad():
+                    fake = self.generator(self.sample_z(real.shape[0]))
+                # Real and fake go through D separately: one mixed batch would let BatchNorm in D
+                # tell them apart from the batch statistics alone.
+                real_logits = self.discriminator(real)
+                fake_logits = self.discriminator(fake)
+                d_loss = self.loss.d_loss(real_logits, fake_logits)
+                total = d_loss
+                stats: dict[str, Tensor] = {}
+                if self.loss.gp_weight > 0:
+                    gp = gradient_penalty(self.discriminator, real, fake)
+                    total = total + self.loss.gp_weight * gp
+                    stats["gradient_penalty"] = gp.detach()
+                opt_d.zero_grad(set_to_none=True)
+                self.manual_backward(total)
+                if self.grad_clip_d is not None:
+                    self.clip_gradients(opt_d, gradient_clip_val=self.grad_clip_d, gradient_clip_algorithm="norm")
+                opt_d.step()
+                if self.loss.clip_value is not None:
+                    with torch.no_grad():
+                        for p in self.discriminator.parameters():
+                            p.clamp_(-self.loss.clip_value, self.loss.clip_value)
+        stats.update(self._discriminator_stats(real_logits.detach(), fake_logits.detach()))
+        stats["d_loss"] = d_loss.detach()
+        return stats
+
+    def _generator_phase(self, batch_size: int, opt_g: Any) -> dict[str, Tensor]:
+        with self.toggled_optimizer(opt_g):  # D's parameters stop requiring grad here
+            fake_logits = self.discriminator(self.generator(self.sample_z(batch_size)))
+            g_loss = self.loss.g_loss(fake_logits)
+            opt_g.zero_grad(set_to_none=True)
+            self.manual_backward(g_loss)
+            if self.grad_clip_g is not None:
+                self.clip_gradients(opt_g, gradient_clip_val=self.grad_clip_g, gradient_clip_algorithm="norm")
+            opt_g.step()
+        return {"g_loss": g_loss.detach()}
+
+    def _discriminator_stats(self, real_logits: Tensor, fake_logits: Tensor) -> dict[str, Tensor]:
+        stats = {
+            "d_real": self.loss.d_output(real_logits).mean(),
+            "d_fake": self.loss.d_output(fake_logits).mean(),
+        }
+        says_real, says_real_on_fake = self.loss.says_real(real_logits), self.loss.says_real(fake_logits)
+        if says_real is not None and says_real_on_fake is not None:
+            stats["d_acc_real"] = says_real.float().mean()
+            stats["d_acc_fake"] = (~says_real_on_fake).float().mean()
+        return stats
+
+    def on_train_epoch_end(self) -> None:
+        schedulers = self.lr_schedulers()
+        if schedulers is None:
+            return
+        for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
+            scheduler.step()
+
+    def configure_optimizers(self) -> Any:
+        opt_g = self.optimizer_g(params=self.generator.parameters())
+        opt_d = self.optimizer_d(params=self.discriminator.parameters())
+        schedulers = [
+            factory(optimizer=opt)
+            for factory, opt in ((self.scheduler_g, opt_g), (self.scheduler_d, opt_d))
+            if factory is not None
+        ]
+        return ([opt_g, opt_d], schedulers) if schedulers else [opt_g, opt_d]

@@ -1,0 +1,130 @@
+"""Adversarial losses as pure functions, in (discriminator, generator) pairs, plus penalties.
+
+Everything works on raw discriminator outputs ("logits"): BCE-style losses are written with
+softplus, which is numerically stable and safe under autocast (a sigmoid in D followed by
+``binary_cross_entropy`` is not). With ``D(x) = sigmoid(logit)``:
+
+* ``-log D(x)      = softplus(-logit)``
+* ``-log(1 - D(x)) = softplus(logit)``
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+# --- minimax / non-saturating (Goodfellow et al. 2014) ------------------------------------
+def bce_d_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+    """D maximises log D(x) + log(1 - D(G(z))): real labelled 1, fake labelled 0."""
+    return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
+
+
+def minimax_g_loss(fake_logits: Tensor) -> Tensor:
+    """The paper's saturating objective: G minimises log(1 - D(G(z)))."""
+    return -F.softplus(fake_logits).mean()
+
+
+def non_saturating_g_loss(fake_logits: Tensor) -> Tensor:
+    """The practical objective: G minimises -log D(G(z)) (BCE of fakes against label 1)."""
+    return F.softplus(-fake_logits).mean()
+
+
+# --- Wasserstein (Arjovsky et al. 2017; Gulrajani et al. 2017) -----------------------------
+def wasserstein_d_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+    """The critic maximises E[D(x)] - E[D(G(z))]."""
+    return fake_logits.mean() - real_logits.mean()
+
+
+def wasserstein_g_loss(fake_logits: Tensor) -> Tensor:
+    return -fake_logits.mean()
+
+
+# --- hinge (Lim & Ye 2017; Miyato et al. 2018) ----------------------------------------------
+def hinge_d_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+    return F.relu(1.0 - real_logits).mean() + F.relu(1.0 + fake_logits).mean()
+
+
+# --- least squares (Mao et al. 2017, the 0-1 coding) ----------------------------------------
+def lsgan_d_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+    return 0.5 * ((real_logits - 1.0) ** 2).mean() + 0.5 * (fake_logits**2).mean()
+
+
+def lsgan_g_loss(fake_logits: Tensor) -> Tensor:
+    return 0.5 * ((fake_logits - 1.0) ** 2).mean()
+
+
+# --- penalties --------------------------------------------------------------------------------
+def gradient_penalty(discriminator: nn.Module, real: Tensor, fake: Tensor) -> Tensor:
+    """WGAN-GP: E[(||grad D(x_hat)||_2 - 1)^2] on x_hat = eps * real + (1 - eps) * fake.
+
+    One interpolation weight per sample (not per pixel), as in Gulrajani et al.
+    """
+    eps = torch.rand((real.shape[0],) + (1,) * (real.dim() - 1), device=real.device, dtype=real.dtype)
+    x_hat = (eps * real.detach() + (1.0 - eps) * fake.detach()).requires_grad_(True)
+    (grad,) = torch.autograd.grad(discriminator(x_hat).sum(), x_hat, create_graph=True)
+    return ((grad.flatten(1).norm(2, dim=1) - 1.0) ** 2).mean()
+
+
+@dataclass(frozen=True)
+class LossPair:
+    d_loss: Callable[[Tensor, Tensor], Tensor]
+    g_loss: Callable[[Tensor], Tensor]
+    # Where D's output separates "real" from "fake"; None when the output is an unbounded critic
+    # score (Wasserstein), for which an accuracy means nothing.
+    decision_threshold: float | None
+    # Whether sigmoid(output) is D's probability that the input is real.
+    outputs_logits: bool
+
+
+LOSSES: dict[str, LossPair] = {
+    "minimax": LossPair(bce_d_loss, minimax_g_loss, 0.0, True),
+    "non_saturating": LossPair(bce_d_loss, non_saturating_g_loss, 0.0, True),
+    "wasserstein": LossPair(wasserstein_d_loss, wasserstein_g_loss, None, False),
+    "hinge": LossPair(hinge_d_loss, wasserstein_g_loss, 0.0, False),
+    "lsgan": LossPair(lsgan_d_loss, lsgan_g_loss, 0.5, False),
+}
+
+
+class GANLoss:
+    """One adversarial objective with its regularisers, built from a ``conf/loss`` config.
+
+    Args:
+        kind: one of ``LOSSES`` (minimax, non_saturating, wasserstein, hinge, lsgan).
+        gp_weight: weight of the WGAN-GP gradient penalty (0 disables it).
+        clip_value: clip every D weight to [-c, c] after each D step (original WGAN); None disables.
+    """
+
+    def __init__(self, kind: str = "non_saturating", gp_weight: float = 0.0, clip_value: float | None = None) -> None:
+        if kind not in LOSSES:
+            raise ValueError(f"Unknown loss kind {kind!r}: choose one of {sorted(LOSSES)} (config key loss.kind).")
+        if gp_weight < 0:
+            raise ValueError(f"loss.gp_weight must be >= 0, got {gp_weight}.")
+        if clip_value is not None and clip_value <= 0:
+            raise ValueError(f"loss.clip_value must be positive or null, got {clip_value}.")
+        self.kind = kind
+        self.pair = LOSSES[kind]
+        self.gp_weight = float(gp_weight)
+        self.clip_value = clip_value
+
+    def d_loss(self, real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+        return self.pair.d_loss(real_logits, fake_logits)
+
+    def g_loss(self, fake_logits: Tensor) -> Tensor:
+        return self.pair.g_loss(fake_logits)
+
+    def d_output(self, logits: Tensor) -> Tensor:
+        """D's output in the unit users read: a probability for BCE losses, the raw score otherwise."""
+        return torch.sigmoid(logits) if self.pair.outputs_logits else logits
+
+    def says_real(self, logits: Tensor) -> Tensor | None:
+        """Boolean decision 'real' per sample, or None when the loss has no decision boundary."""
+        if self.pair.decision_threshold is None:
+            return None
+        return logits.flatten() > self.pair.decision_threshold
+
+    def __repr__(self) -> str:
+        return f"GANLoss(kind={self.kind!r}, gp_weight={self.gp_weight}, clip_value={self.clip_value})"

@@ -1,0 +1,6 @@
+"""Generators and discriminators: plain ``nn.Module``s that know nothing about training.
+
+A generator has ``z_dim``, ``out_shape`` and ``output_range`` attributes and maps
+``z: (B, z_dim)`` to samples ``(B, *out_shape)``. A discriminator maps samples to one raw score
+(logit) per sample, shape ``(B,)``.
+"""

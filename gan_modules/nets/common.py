@@ -1,0 +1,64 @@
+"""Pieces shared by the networks: output activations, shape checks, weight initialisers."""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+from torch import nn
+
+# The value range each generator output activation produces; datasets must be scaled to match.
+OUTPUT_RANGES: dict[str, tuple[float, float] | None] = {
+    "tanh": (-1.0, 1.0),
+    "sigmoid": (0.0, 1.0),
+    "identity": None,
+}
+
+
+def make_output_activation(name: str) -> nn.Module:
+    """The final generator activation by name ('tanh', 'sigmoid' or 'identity')."""
+    if name not in OUTPUT_RANGES:
+        raise ValueError(f"Unknown output_activation {name!r}: choose one of {sorted(OUTPUT_RANGES)}.")
+    return {"tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "identity": nn.Identity}[name]()
+
+
+def as_shape(shape: Sequence[int]) -> tuple[int, ...]:
+    shape = tuple(int(s) for s in shape)
+    if not shape or any(s < 1 for s in shape):
+        raise ValueError(f"A sample shape must be a non-empty list of positive sizes, got {list(shape)}.")
+    return shape
+
+
+def image_shape(shape: Sequence[int], model: str) -> tuple[int, int, int]:
+    """Check that ``shape`` is (C, H, W) with a square image, as the convolutional models need."""
+    shape = as_shape(shape)
+    if len(shape) != 3 or shape[1] != shape[2]:
+        raise ValueError(
+            f"{model} needs square images given as [channels, size, size], got {list(shape)}; "
+            "use an MLP model (model=mlp_gan) for vector data."
+        )
+    return shape  # type: ignore[return-value]
+
+
+def numel(shape: Sequence[int]) -> int:
+    return math.prod(shape)
+
+
+def keras_init_(module: nn.Module) -> None:
+    """Keras defaults (Glorot-uniform weights, zero biases), for the seed recipes that used Keras."""
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+def dcgan_init_(module: nn.Module) -> None:
+    """Radford et al.: all weights from N(0, 0.02); BatchNorm scales from N(1, 0.02)."""
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)

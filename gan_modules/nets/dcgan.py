@@ -1,0 +1,103 @@
+"""DCGAN after Radford et al. (2016): all-convolutional, BatchNorm, ReLU in G, LeakyReLU in D.
+
+Works for any square size ``b * 2**n`` with ``3 <= b <= 7`` and ``n >= 1`` (28, 32, 64, 128, ...):
+G projects z to a ``b x b`` map with one transposed conv, then doubles the resolution ``n`` times;
+D mirrors it and reads one logit with a ``b x b`` conv. No hidden fully connected layers.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+from torch import Tensor, nn
+
+from gan_modules.nets.common import OUTPUT_RANGES, dcgan_init_, image_shape, make_output_activation
+
+NORMS = ("batch", "layer", "instance", "none")
+
+
+def split_size(size: int) -> tuple[int, int]:
+    """Write ``size`` as ``base * 2**doublings`` with 3 <= base <= 7, or raise a clear error."""
+    base, doublings = size, 0
+    while base > 7 and base % 2 == 0:
+        base, doublings = base // 2, doublings + 1
+    if not 3 <= base <= 7 or doublings < 1:
+        raise ValueError(
+            f"DCGAN cannot produce {size}x{size} images: the size must be b * 2^n with 3 <= b <= 7 and "
+            "n >= 1 (e.g. 28, 32, 48, 64, 128). Resize the data (dataset.image_size=...) or pick another model."
+        )
+    return base, doublings
+
+
+def _widths(doublings: int, base_channels: int, max_channels: int) -> list[int]:
+    """Channels at each resolution from the smallest (index 0) to the last before the output."""
+    return [min(base_channels * 2 ** (doublings - 1 - i), max_channels) for i in range(doublings)]
+
+
+def _norm(kind: str, channels: int) -> nn.Module:
+    if kind not in NORMS:
+        raise ValueError(f"Unknown norm {kind!r}: choose one of {list(NORMS)}.")
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "layer":  # per-sample normalisation over C, H, W: safe with gradient penalties
+        return nn.GroupNorm(1, channels)
+    if kind == "instance":
+        return nn.InstanceNorm2d(channels, affine=True)
+    return nn.Identity()
+
+
+class DCGANGenerator(nn.Module):
+    def __init__(
+        self,
+        out_shape: Sequence[int],
+        z_dim: int = 100,
+        base_channels: int = 64,
+        max_channels: int = 512,
+        output_activation: str = "tanh",
+    ) -> None:
+        super().__init__()
+        channels, size, _ = image_shape(out_shape, "DCGAN")
+        base, doublings = split_size(size)
+        self.z_dim = int(z_dim)
+        self.out_shape = (channels, size, size)
+        self.output_range = OUTPUT_RANGES.get(output_activation)
+        widths = _widths(doublings, base_channels, max_channels)
+        layers: list[nn.Module] = [
+            nn.ConvTranspose2d(self.z_dim, widths[0], base, 1, 0, bias=False),
+            nn.BatchNorm2d(widths[0]),
+            nn.ReLU(True),
+        ]
+        for w_in, w_out in zip(widths[:-1], widths[1:]):
+            layers += [nn.ConvTranspose2d(w_in, w_out, 4, 2, 1, bias=False), nn.BatchNorm2d(w_out), nn.ReLU(True)]
+        layers += [nn.ConvTranspose2d(widths[-1], channels, 4, 2, 1), make_output_activation(output_activation)]
+        self.net = nn.Sequential(*layers)
+        dcgan_init_(self)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.net(z.view(z.shape[0], self.z_dim, 1, 1))
+
+
+class DCGANDiscriminator(nn.Module):
+    """Strided convs with LeakyReLU(0.2); no normalisation on the first layer, as in the paper."""
+
+    def __init__(
+        self,
+        in_shape: Sequence[int],
+        base_channels: int = 64,
+        max_channels: int = 512,
+        norm: str = "batch",
+        negative_slope: float = 0.2,
+    ) -> None:
+        super().__init__()
+        channels, size, _ = image_shape(in_shape, "DCGAN")
+        base, doublings = split_size(size)
+        self.in_shape = (channels, size, size)
+        widths = _widths(doublings, base_channels, max_channels)[::-1]  # largest resolution first
+        layers: list[nn.Module] = [nn.Conv2d(channels, widths[0], 4, 2, 1), nn.LeakyReLU(negative_slope, True)]
+        for w_in, w_out in zip(widths[:-1], widths[1:]):
+            layers += [nn.Conv2d(w_in, w_out, 4, 2, 1, bias=False), _norm(norm, w_out), nn.LeakyReLU(negative_slope, True)]
+        layers.append(nn.Conv2d(widths[-1], 1, base, 1, 0))
+        self.net = nn.Sequential(*layers)
+        dcgan_init_(self)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x).view(-1)

@@ -1,0 +1,72 @@
+"""The Fashion-MNIST DCGAN of seed 000 (a Keras tutorial), layer for layer in PyTorch.
+
+Keras details kept on purpose: Glorot-uniform init, BatchNormalization(momentum=0.99, eps=1e-3)
+(PyTorch's momentum is 1 - Keras's), 5x5 kernels with "same" padding, Dropout 0.4 in D.
+The final sigmoid of the Keras D is folded into the loss (D returns logits).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+from torch import Tensor, nn
+
+from gan_modules.nets.common import OUTPUT_RANGES, image_shape, keras_init_, make_output_activation
+
+
+def _keras_bn(channels: int) -> nn.BatchNorm2d:
+    return nn.BatchNorm2d(channels, eps=1e-3, momentum=0.01)
+
+
+def _quarter(size: int) -> int:
+    if size % 4:
+        raise ValueError(f"The seed DCGAN upsamples 4x from a dense layer: image size must be divisible by 4, got {size}.")
+    return size // 4
+
+
+class SeedDCGANGenerator(nn.Module):
+    """Dense(7x7x128) -> BN -> ConvT(64, 5, s2) SELU -> BN -> ConvT(C, 5, s2) tanh."""
+
+    def __init__(self, out_shape: Sequence[int], z_dim: int = 100, output_activation: str = "tanh") -> None:
+        super().__init__()
+        channels, size, _ = image_shape(out_shape, "The seed DCGAN")
+        self.base = _quarter(size)
+        self.z_dim = int(z_dim)
+        self.out_shape = (channels, size, size)
+        self.output_range = OUTPUT_RANGES.get(output_activation)
+        self.project = nn.Linear(self.z_dim, 128 * self.base * self.base)
+        self.net = nn.Sequential(
+            _keras_bn(128),
+            nn.ConvTranspose2d(128, 64, 5, 2, padding=2, output_padding=1),
+            nn.SELU(),
+            _keras_bn(64),
+            nn.ConvTranspose2d(64, channels, 5, 2, padding=2, output_padding=1),
+            make_output_activation(output_activation),
+        )
+        keras_init_(self)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.net(self.project(z).view(z.shape[0], 128, self.base, self.base))
+
+
+class SeedDCGANDiscriminator(nn.Module):
+    """Conv(64, 5, s2) LeakyReLU(0.2) Dropout(0.4) -> Conv(128, 5, s2) LeakyReLU(0.2) Dropout(0.4) -> Dense(1)."""
+
+    def __init__(self, in_shape: Sequence[int], dropout: float = 0.4) -> None:
+        super().__init__()
+        channels, size, _ = image_shape(in_shape, "The seed DCGAN")
+        self.in_shape = (channels, size, size)
+        quarter = _quarter(size)
+        self.net = nn.Sequential(
+            nn.Conv2d(channels, 64, 5, 2, padding=2),
+            nn.LeakyReLU(0.2),
+            nn.Dropout(dropout),
+            nn.Conv2d(64, 128, 5, 2, padding=2),
+            nn.LeakyReLU(0.2),
+            nn.Dropout(dropout),
+            nn.Flatten(),
+            nn.Linear(128 * quarter * quarter, 1),
+        )
+        keras_init_(self)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x).view(-1)

@@ -1,0 +1,90 @@
+"""Fully connected generator and discriminator (the textbook GAN and the seed MLP recipes)."""
+from __future__ import annotations
+
+from typing import Sequence
+
+from torch import Tensor, nn
+
+from gan_modules.nets.common import OUTPUT_RANGES, as_shape, keras_init_, make_output_activation, numel
+
+ACTIVATIONS = ("relu", "leaky_relu", "selu", "tanh")
+
+
+def _activation(name: str, negative_slope: float) -> nn.Module:
+    if name == "leaky_relu":
+        return nn.LeakyReLU(negative_slope)
+    if name not in ACTIVATIONS:
+        raise ValueError(f"Unknown activation {name!r}: choose one of {list(ACTIVATIONS)}.")
+    return {"relu": nn.ReLU, "selu": nn.SELU, "tanh": nn.Tanh}[name]()
+
+
+def _check_init(init: str) -> None:
+    if init not in ("torch", "keras"):
+        raise ValueError(f"Unknown init {init!r}: choose 'torch' (PyTorch defaults) or 'keras' (Glorot-uniform).")
+
+
+class MLPGenerator(nn.Module):
+    """z -> [Linear (-> BatchNorm1d) -> activation] x len(hidden) -> Linear -> output activation."""
+
+    def __init__(
+        self,
+        out_shape: Sequence[int],
+        z_dim: int = 100,
+        hidden: Sequence[int] = (128,),
+        activation: str = "relu",
+        negative_slope: float = 0.2,
+        batch_norm: bool = False,
+        output_activation: str = "tanh",
+        init: str = "torch",
+    ) -> None:
+        super().__init__()
+        _check_init(init)
+        self.z_dim = int(z_dim)
+        self.out_shape = as_shape(out_shape)
+        self.output_range = OUTPUT_RANGES.get(output_activation)
+        layers: list[nn.Module] = []
+        width = self.z_dim
+        for h in hidden:
+            layers.append(nn.Linear(width, h))
+            if batch_norm:
+                layers.append(nn.BatchNorm1d(h))
+            layers.append(_activation(activation, negative_slope))
+            width = h
+        layers += [nn.Linear(width, numel(self.out_shape)), make_output_activation(output_activation)]
+        self.net = nn.Sequential(*layers)
+        if init == "keras":
+            keras_init_(self)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.net(z).view(z.shape[0], *self.out_shape)
+
+
+class MLPDiscriminator(nn.Module):
+    """x -> flatten -> [Linear -> activation (-> Dropout)] x len(hidden) -> Linear -> one logit."""
+
+    def __init__(
+        self,
+        in_shape: Sequence[int],
+        hidden: Sequence[int] = (128,),
+        activation: str = "leaky_relu",
+        negative_slope: float = 0.2,
+        dropout: float = 0.0,
+        init: str = "torch",
+    ) -> None:
+        super().__init__()
+        _check_init(init)
+        self.in_shape = as_shape(in_shape)
+        layers: list[nn.Module] = [nn.Flatten()]
+        width = numel(self.in_shape)
+        for h in hidden:
+            layers += [nn.Linear(width, h), _activation(activation, negative_slope)]
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            width = h
+        layers.append(nn.Linear(width, 1))
+        self.net = nn.Sequential(*layers)
+        if init == "keras":
+            keras_init_(self)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x).view(-1)

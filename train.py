@@ -1,0 +1,24 @@
+"""Train a GAN. Every choice is a Hydra override, e.g.
+
+    python train.py model=dcgan loss=wgan_gp dataset=mnist trainer=gpu optimizer.d.lr=1e-4
+
+The run folder (logs/<task_name>/runs/<time>/) receives config.yaml (resolved), checkpoints/,
+samples/, plots/ and the loggers' files.
+"""
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    from gan_modules.training import train
+
+    metrics = train(cfg)
+    # A sweeper (e.g. Optuna) minimises the value returned here.
+    return metrics.get(cfg.get("optimized_metric", "") or "", None)
+
+
+if __name__ == "__main__":
+    main()
