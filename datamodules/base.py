@@ -1,0 +1,197 @@
+"""Common base class and errors for every GAN datamodule.
+
+A datamodule here serves batches ``(x, y)``: ``x`` is float32 of shape
+``(B, *sample_shape)``, ``y`` is int64 of shape ``(B,)`` (``-1`` when the data
+has no labels). Shape, class count and value range are known right after
+construction so that models can be built before any data is loaded.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import pytorch_lightning as pl
+from torch.utils.data import DataLoader, Dataset
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """Raised when a dataset's files cannot be found (or downloaded)."""
+
+
+class CorruptDatasetError(ValueError):
+    """Raised when a dataset file exists but cannot be parsed."""
+
+
+def check_choice(name: str, value: str, allowed: Sequence[str]) -> str:
+    """Return ``value`` if it is one of ``allowed``, else raise a ValueError listing them."""
+    if value not in allowed:
+        raise ValueError(f"{name}={value!r} is not allowed; choose one of {list(allowed)}")
+    return value
+
+
+def check_int(name: str, value: Any, minimum: int) -> int:
+    """Return ``value`` as int if it is an integer >= ``minimum``, else raise ValueError."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def check_fraction(name: str, value: Any) -> float:
+    """Return ``value`` as float if it lies in [0, 1), else raise ValueError."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+        raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
+    return float(value)
+
+
+def _parse_value_range(value_range: Any) -> tuple[float, float] | None:
+    if value_range is None:
+        return None
+    # Hydra hands over ListConfig, so accept any non-string sequence.
+    if isinstance(value_range, (str, bytes)) or not isinstance(value_range, Sequence):
+        raise ValueError(f"value_range must be two increasing numbers [lo, hi], got {value_range!r}")
+    items = list(value_range)
+    ok = len(items) == 2 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in items
+    )
+    if not ok or not items[0] < items[1]:
+        raise ValueError(f"value_range must be two increasing numbers [lo, hi], got {items!r}")
+    return float(items[0]), float(items[1])
+
+
+def _parse_shape(shape: Any) -> tuple[int, ...] | None:
+    if shape is None:
+        return None
+    if isinstance(shape, (str, bytes)) or not isinstance(shape, Sequence):
+        raise ValueError(f"shape must be a list of positive integers, got {shape!r}")
+    dims = list(shape)
+    if not dims or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in dims):
+        raise ValueError(f"shape must be a list of positive integers, got {dims!r}")
+    return tuple(dims)
+
+
+class GANDataModule(pl.LightningDataModule):
+    """Base LightningDataModule for GAN training data.
+
+    Subclasses implement ``sample_shape``, ``num_classes``, ``_load()`` (which
+    fills ``train_dataset``, ``val_dataset`` and ``test_dataset``) and
+    ``_shape_hint`` (which config keys change the sample shape). They must call
+    ``self._check_declared_shape()`` at the end of their constructor.
+    """
+
+    #: Text telling the user which config keys set the sample shape.
+    _shape_hint: str = "dataset.image_size"
+
+    def __init__(
+        self,
+        *,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        value_range: Sequence[float] | None = (-1.0, 1.0),
+        shape: Sequence[int] | None = None,
+        drop_last: bool = True,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.batch_size = check_int("batch_size", batch_size, 1)
+        self.num_workers = check_int("num_workers", num_workers, 0)
+        self._value_range = _parse_value_range(value_range)
+        self.declared_shape = _parse_shape(shape)
+        self.drop_last = bool(drop_last)
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ValueError(f"seed must be an integer, got {seed!r}")
+        self.seed = seed
+        self.train_dataset: Dataset | None = None
+        self.val_dataset: Dataset | None = None
+        self.test_dataset: Dataset | None = None
+
+    # --- metadata, available before setup -------------------------------
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        """Shape of one sample: (C, H, W) for images, (D,) for vectors."""
+        raise NotImplementedError
+
+    @property
+    def num_classes(self) -> int | None:
+        """Number of classes, or None for unlabelled data."""
+        raise NotImplementedError
+
+    @property
+    def value_range(self) -> tuple[float, float] | None:
+        """Interval [lo, hi] that pixel values are mapped to (None for vector data)."""
+        return self._value_range
+
+    @property
+    def is_image(self) -> bool:
+        """True when samples are (C, H, W) images."""
+        return len(self.sample_shape) == 3
+
+    def _require_value_range(self) -> tuple[float, float]:
+        """Image datamodules need a range to map pixels into; fail early without one."""
+        if self._value_range is None:
+            raise ValueError(
+                f"{type(self).__name__} serves images and needs value_range=[lo, hi]; got None "
+                "(set dataset.value_range or model.data_range, e.g. [-1.0, 1.0])"
+            )
+        return self._value_range
+
+    def _check_declared_shape(self, actual: Sequence[int] | None = None) -> None:
+        """Raise if the config's ``shape`` differs from the data's sample shape."""
+        real = tuple(actual) if actual is not None else self.sample_shape
+        if self.declared_shape is not None and self.declared_shape != real:
+            raise ValueError(
+                f"dataset.shape={list(self.declared_shape)} (what the models were built for) "
+                f"differs from the real sample shape {list(real)} of {type(self).__name__}; "
+                f"change {self._shape_hint} or dataset.shape so that they agree"
+            )
+
+    # --- loading --------------------------------------------------------
+    def _load(self) -> None:
+        """Fill train/val/test datasets; called once by ``setup``."""
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        """Load the data once; later calls do nothing."""
+        if self.train_dataset is not None:
+            return
+        self._load()
+
+    def _ensure_setup(self) -> None:
+        if self.train_dataset is None:
+            self.setup()
+
+    def _loader(self, dataset: Dataset, shuffle: bool, drop_last: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            drop_last=drop_last,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled loader over the training split."""
+        self._ensure_setup()
+        assert self.train_dataset is not None
+        n = len(self.train_dataset)  # type: ignore[arg-type]
+        # With drop_last a too-small set would silently yield zero batches.
+        if self.drop_last and n < self.batch_size:
+            raise ValueError(
+                f"training set has {n} samples, fewer than batch_size={self.batch_size}, so "
+                "drop_last would leave no batch; lower dataset.batch_size or set dataset.drop_last=false"
+            )
+        return self._loader(self.train_dataset, shuffle=True, drop_last=self.drop_last)
+
+    def val_dataloader(self) -> DataLoader:
+        """Loader over the held-out split (no shuffling, keeps the last partial batch)."""
+        self._ensure_setup()
+        assert self.val_dataset is not None
+        return self._loader(self.val_dataset, shuffle=False, drop_last=False)
+
+    def test_dataloader(self) -> DataLoader:
+        """Loader over the test split (no shuffling, keeps the last partial batch)."""
+        self._ensure_setup()
+        assert self.test_dataset is not None
+        return self._loader(self.test_dataset, shuffle=False, drop_last=False)

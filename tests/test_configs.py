@@ -1,0 +1,136 @@
+"""Every option of every config group composes and instantiates; bad options fail clearly."""
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.errors import ConfigCompositionException, InstantiationException, MissingConfigException
+from hydra.utils import instantiate
+
+from gan_modules.build import build_module, validate_setup
+from gan_modules.training import instantiate_all
+from tests.conftest import CONF, TINY_DIGITS, compose_train
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def dataset_for(model: str) -> list[str]:
+    return ["dataset=toy2d_ring"] if model == "mlp_toy" else TINY_DIGITS
+
+
+@pytest.mark.parametrize("model", options("model"))
+def test_every_model_builds_and_fits_its_data(model, tmp_path):
+    cfg = compose_train([f"model={model}", *dataset_for(model)], tmp_path)
+    module = build_module(cfg)
+    validate_setup(module, instantiate(cfg.dataset))
+    opt_g, opt_d = module.configure_optimizers()
+    assert {id(p) for p in opt_g.param_groups[0]["params"]} == {id(p) for p in module.generator.parameters()}
+    assert {id(p) for p in opt_d.param_groups[0]["params"]} == {id(p) for p in module.discriminator.parameters()}
+
+
+@pytest.mark.parametrize("loss", options("loss"))
+def test_every_loss_instantiates(loss, tmp_path):
+    cfg = compose_train([f"loss={loss}", *TINY_DIGITS], tmp_path)
+    assert type(instantiate(cfg.loss)).__name__ == "GANLoss"
+
+
+def test_wgan_configs_bring_their_paper_settings(tmp_path):
+    wgan = compose_train(["loss=wgan"], tmp_path)
+    assert wgan.loss.clip_value == 0.01 and wgan.module.n_critic == 5
+    assert wgan.optimizer.d._target_ == "torch.optim.RMSprop" and wgan.optimizer.d.lr == 5e-5
+    gp = compose_train(["loss=wgan_gp"], tmp_path)
+    assert gp.loss.gp_weight == 10 and gp.module.n_critic == 5 and list(gp.optimizer.g.betas) == [0.0, 0.9]
+    # a later command-line choice still wins
+    assert compose_train(["loss=wgan", "module.n_critic=2"], tmp_path).module.n_critic == 2
+
+
+@pytest.mark.parametrize("optimizer", options("optimizer"))
+def test_every_optimizer_instantiates_for_both_networks(optimizer, tmp_path):
+    cfg = compose_train([f"optimizer={optimizer}", *TINY_DIGITS], tmp_path)
+    opt_g, opt_d = build_module(cfg).configure_optimizers()
+    assert type(opt_g).__name__ == type(opt_d).__name__ == instantiate(cfg.optimizer.g).func.__name__
+
+
+def test_rmsprop_uses_keras_defaults(tmp_path):
+    opt = compose_train(["optimizer=rmsprop"], tmp_path).optimizer.d
+    assert (opt.lr, opt.alpha, opt.eps) == (1e-3, 0.9, 1e-7)
+
+
+@pytest.mark.parametrize("trainer", options("trainer"))
+def test_every_trainer_config(trainer, tmp_path):
+    cfg = compose_train([f"trainer={trainer}"], tmp_path)
+    if cfg.trainer.accelerator == "gpu" and not torch.cuda.is_available():
+        with pytest.raises(Exception, match="(?i)gpu|cuda"):
+            instantiate(cfg.trainer)
+    else:
+        assert instantiate(cfg.trainer).max_epochs == cfg.trainer.max_epochs
+
+
+@pytest.mark.parametrize("callbacks", options("callbacks"))
+def test_every_callbacks_config(callbacks, tmp_path):
+    cfg = compose_train([f"callbacks={callbacks}"], tmp_path)
+    made = instantiate_all(cfg.callbacks)
+    assert len(made) == len([v for v in cfg.callbacks.values() if v is not None])
+
+
+@pytest.mark.parametrize("logger", options("logger"))
+def test_every_logger_config(logger, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cfg = compose_train([f"logger={logger}"], tmp_path)
+    loggers = instantiate_all(cfg.logger)
+    assert len(loggers) == len(cfg.logger) >= 1
+    for lg in loggers:
+        lg.log_metrics({"d_loss": 1.0}, step=0)
+        lg.finalize("success")
+    assert any(Path(tmp_path).rglob("*"))  # everything is written inside the run folder
+
+
+@pytest.mark.parametrize("dataset", options("dataset"))
+def test_every_dataset_config_instantiates(dataset, tmp_path):
+    model = "mlp_toy" if dataset.startswith("toy2d") else "dcgan"
+    overrides = [f"dataset={dataset}", f"model={model}"]
+    if dataset == "image_folder":
+        from PIL import Image
+
+        (tmp_path / "imgs").mkdir()
+        Image.new("RGB", (70, 80), (255, 0, 0)).save(tmp_path / "imgs" / "a.png")
+        overrides.append(f"dataset.root={tmp_path / 'imgs'}")
+    cfg = compose_train(overrides, tmp_path)
+    dm = instantiate(cfg.dataset)
+    assert tuple(dm.sample_shape) == tuple(cfg.dataset.shape)
+    build_module(cfg)  # the model reads the dataset's shape
+
+
+@pytest.mark.parametrize("option", options("experiment") + [f"debug/{d}" for d in options("debug")])
+def test_experiments_and_debug_configs_compose(option, tmp_path):
+    group, name = ("debug", option.split("/")[1]) if "/" in option else ("experiment", option)
+    cfg = compose_train([f"{group}={name}", *TINY_DIGITS] if group == "debug" else [f"experiment={name}"], tmp_path)
+    build_module(cfg)
+
+
+def test_seed_dcgan_experiment_is_the_seed_recipe(tmp_path):
+    cfg = compose_train(["experiment=seed_fashion_dcgan"], tmp_path)
+    assert cfg.model.generator._target_.endswith("SeedDCGANGenerator")
+    assert cfg.optimizer.g._target_ == cfg.optimizer.d._target_ == "torch.optim.RMSprop"
+    assert cfg.dataset.batch_size == 32 and cfg.loss.kind == "non_saturating" and cfg.trainer.max_epochs == 1
+
+
+def test_unknown_options_fail_at_compose_time_naming_the_key(tmp_path):
+    with pytest.raises(ConfigCompositionException, match="bogus_key"):
+        compose_train(["model.generator.bogus_key=1"], tmp_path)
+    with pytest.raises(MissingConfigException, match="dcgan"):  # lists the available models
+        compose_train(["model=not_a_model"], tmp_path)
+
+
+def test_size_and_range_mismatches_are_startup_errors(tmp_path):
+    cfg = compose_train(["model.generator.out_shape=[1,32,32]"], tmp_path)
+    with pytest.raises(ValueError, match="shape"):
+        validate_setup(build_module(cfg), instantiate(cfg.dataset))
+    cfg = compose_train(["dataset.image_size=30", "dataset.resize=interpolate"], tmp_path)
+    with pytest.raises(InstantiationException, match="30x30"):  # Hydra wraps the model's ValueError
+        build_module(cfg)
+    cfg = compose_train(["model=mlp_gan", "dataset.value_range=[-1.0,1.0]"], tmp_path)
+    with pytest.raises(ValueError, match="output range"):
+        validate_setup(build_module(cfg), instantiate(cfg.dataset))
