@@ -34,6 +34,13 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
     return str(ckpt_path)
 
 
+def finish_loggers(loggers: list[Any]) -> None:
+    """End runs that outlive the Trainer, so the next job of a multirun starts a fresh one."""
+    for logger in loggers:
+        if type(logger).__name__ == "WandbLogger":
+            logger.experiment.finish()
+
+
 def trainer_length(cfg: DictConfig) -> dict[str, Any]:
     """Translate ``max_generator_steps`` into Lightning's optimizer-step count."""
     steps = cfg.get("max_generator_steps")
@@ -49,6 +56,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """Train the configured GAN; returns the final logged metrics."""
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
     pl.seed_everything(cfg.seed, workers=True)
 
     datamodule = instantiate(cfg.dataset)
@@ -63,7 +71,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         cfg.trainer, callbacks=callbacks, logger=loggers if loggers else False, **trainer_length(cfg)
     )
     log.info("Run folder: %s", output_dir.resolve())
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg.get("ckpt_path"), output_dir))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    finish_loggers(loggers)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     metrics["generator_steps"] = float(module.generator_steps)
     return metrics

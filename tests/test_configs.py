@@ -7,7 +7,7 @@ from hydra.errors import ConfigCompositionException, InstantiationException, Mis
 from hydra.utils import instantiate
 
 from gan_modules.build import build_module, validate_setup
-from gan_modules.training import instantiate_all
+from gan_modules.training import finish_loggers, instantiate_all
 from tests.conftest import CONF, TINY_DIGITS, compose_train
 
 
@@ -84,6 +84,7 @@ def test_every_logger_config(logger, tmp_path, monkeypatch):
     for lg in loggers:
         lg.log_metrics({"d_loss": 1.0}, step=0)
         lg.finalize("success")
+    finish_loggers(loggers)
     assert any(Path(tmp_path).rglob("*"))  # everything is written inside the run folder
 
 
