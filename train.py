@@ -16,8 +16,9 @@ def main(cfg: DictConfig) -> float | None:
     from gan_modules.training import train
 
     metrics = train(cfg)
-    # A sweeper (e.g. Optuna) minimises the value returned here.
-    return metrics.get(cfg.get("optimized_metric", "") or "", None)
+    # A sweeper (e.g. Optuna) optimises the value returned here: the metric named by optimized_metric.
+    name = cfg.get("optimized_metric")
+    return metrics.get(name) if name else None
 
 
 if __name__ == "__main__":
