@@ -4,12 +4,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
 
+from gan_modules.config import CONF_DIR, compose_config
+
 ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "conf"
+CONF = CONF_DIR
 
 # Small, fast settings on the CPU for runs inside the tests (8x8 digits ship with scikit-learn).
 FAST = ["trainer.accelerator=cpu", "callbacks.progress_bar=null", "trainer.enable_progress_bar=false",
@@ -18,9 +18,7 @@ TINY_DIGITS = ["dataset=digits", "dataset.batch_size=16"]
 
 
 def compose_train(overrides: list[str], output_dir: Path | None = None, config_name: str = "train") -> DictConfig:
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name=config_name, overrides=overrides)
+    cfg = compose_config(overrides, config_name)
     if output_dir is not None:
         with open_dict(cfg):
             cfg.paths.output_dir = str(output_dir)

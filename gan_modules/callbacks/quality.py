@@ -1,0 +1,89 @@
+"""Score the generator during training and keep the best checkpoint by a chosen metric.
+
+Every ``every_n_steps`` generator steps: ``num_samples`` samples from a fixed noise are scored
+against ``num_real`` held-out real images (cached features, so each check costs one generator
+pass and one feature pass), the figures are logged as ``quality/<metric>``, and
+``<dirpath>/best.ckpt`` is rewritten when ``monitor`` improves. 2-D toy data is scored with the
+mode-coverage protocol instead (monitor e.g. ``high_quality`` with mode ``max``).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+
+from gan_modules.images import to_unit_range
+from gan_modules.metrics.evaluation import FEATURE_NET_FOR, embed, score_features, take
+from gan_modules.metrics.features import load_feature_net
+from gan_modules.metrics.modes import mode_statistics
+
+
+class SampleQuality(pl.Callback):
+    def __init__(self, dirpath: str, every_n_steps: int = 1000, num_samples: int = 2000, num_real: int = 2000,
+                 monitor: str = "fid", mode: str = "min", feature_net: str | None = None, seed: int = 0) -> None:
+        if mode not in ("min", "max"):
+            raise ValueError(f"callbacks.quality.mode must be 'min' or 'max', got {mode!r}.")
+        if every_n_steps < 1 or num_samples < 2 or num_real < 2:
+            raise ValueError("callbacks.quality needs every_n_steps >= 1 and num_samples, num_real >= 2.")
+        self.dirpath = Path(dirpath)
+        self.every_n_steps, self.num_samples, self.num_real = every_n_steps, num_samples, num_real
+        self.monitor, self.mode, self.feature_net_name, self.seed = monitor, mode, feature_net, seed
+        self.best: float | None = None
+        self._real: Any = None
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        dm = trainer.datamodule
+        if dm is None:
+            raise ValueError("callbacks.quality needs the training data as a datamodule (train.py passes one).")
+        dm.setup("fit")
+        self._toy = not dm.is_image
+        if self._toy:
+            return
+        name = self.feature_net_name or FEATURE_NET_FOR.get(type(dm).__name__)
+        if name is None:
+            raise ValueError(f"No shipped feature network fits {type(dm).__name__}: set callbacks.quality.feature_net "
+                             "or callbacks.quality=null.")
+        self.net, self.info = load_feature_net(name)
+        x, y = take(dm.test_dataset, self.num_real, self.seed)
+        self._real = (embed(self.net, to_unit_range(x, dm.value_range)), y)
+
+    @torch.no_grad()
+    def score(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float]:
+        generator = pl_module.generator
+        was_training = generator.training
+        generator.eval()
+        z = torch.randn(self.num_samples, pl_module.z_dim, generator=torch.Generator().manual_seed(self.seed))
+        fake = torch.cat([generator(c.to(pl_module.device)).float().cpu() for c in z.split(500)])
+        generator.train(was_training)
+        dm = trainer.datamodule
+        if self._toy:
+            stats = mode_statistics(fake, dm.modes, dm.std)
+            return {k: float(v) for k, v in stats.items() if isinstance(v, (int, float))}
+        real_features, real_labels = self._real
+        fake = (to_unit_range(fake, generator.output_range) * 255).round() / 255  # as an npz would store it
+        return score_features((real_features, None), embed(self.net, fake), real_labels, self.net.num_classes,
+                              kid_subset_size=min(1000, self.num_samples), seed=self.seed)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        if int(pl_module.generator_steps) % self.every_n_steps == 0:
+            self.check(trainer, pl_module)
+
+    def check(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float]:
+        metrics = self.score(trainer, pl_module)
+        if self.monitor not in metrics:
+            raise ValueError(f"callbacks.quality.monitor={self.monitor!r} is not a computed metric; "
+                             f"choose one of {sorted(metrics)}.")
+        pl_module.log_dict({f"quality/{k}": v for k, v in metrics.items()}, on_step=True, on_epoch=False)
+        value = metrics[self.monitor]
+        if self.best is None or (value < self.best if self.mode == "min" else value > self.best):
+            self.best = value
+            trainer.save_checkpoint(self.dirpath / "best.ckpt")
+        return metrics
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.best = state_dict["best"]
