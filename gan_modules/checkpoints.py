@@ -44,11 +44,15 @@ def submodule_state(checkpoint: dict[str, Any], prefix: str) -> dict[str, torch.
 
 
 def load_generator(path: str | Path) -> tuple[nn.Module, DictConfig]:
-    """The trained generator (in eval mode) and the run config, from a checkpoint alone."""
+    """The trained generator (in eval mode) and the run config, from a checkpoint alone.
+
+    When the run kept an EMA of the generator's weights, that average is returned.
+    """
     from hydra.utils import instantiate
 
     checkpoint = load_checkpoint(path)
     cfg = checkpoint_config(checkpoint)
     generator = instantiate(cfg.model.generator)
-    generator.load_state_dict(submodule_state(checkpoint, "generator"))
+    ema = submodule_state(checkpoint, "generator_ema")
+    generator.load_state_dict(ema or submodule_state(checkpoint, "generator"))
     return generator.eval(), cfg

@@ -14,6 +14,7 @@ saved in checkpoints.
 """
 from __future__ import annotations
 
+import copy
 from typing import Any, Callable
 
 import pytorch_lightning as pl
@@ -37,6 +38,8 @@ class GANModule(pl.LightningModule):
         scheduler_g, scheduler_d: optional partially applied LR schedulers, stepped once per epoch.
         n_critic: discriminator steps per generator step (>= 1).
         grad_clip_g, grad_clip_d: clip each network's gradient norm to this value (None: off).
+        ema_decay: keep an exponential moving average of G's weights with this decay (e.g. 0.999),
+            updated after every generator step; sampling, grids and evaluation then use it.
     """
 
     def __init__(
@@ -51,6 +54,7 @@ class GANModule(pl.LightningModule):
         n_critic: int = 1,
         grad_clip_g: float | None = None,
         grad_clip_d: float | None = None,
+        ema_decay: float | None = None,
     ) -> None:
         super().__init__()
         if int(n_critic) < 1:
@@ -58,6 +62,8 @@ class GANModule(pl.LightningModule):
         for name, clip in (("grad_clip_g", grad_clip_g), ("grad_clip_d", grad_clip_d)):
             if clip is not None and clip <= 0:
                 raise ValueError(f"module.{name} must be positive or null, got {clip}.")
+        if ema_decay is not None and not 0.0 < ema_decay < 1.0:
+            raise ValueError(f"module.ema_decay must be in (0, 1) or null, got {ema_decay}.")
         self.automatic_optimization = False
         self.generator = generator
         self.discriminator = discriminator
@@ -68,6 +74,9 @@ class GANModule(pl.LightningModule):
         self.grad_clip_g, self.grad_clip_d = grad_clip_g, grad_clip_d
         # A buffer, so that it is saved in (and restored from) every checkpoint.
         self.register_buffer("generator_steps", torch.zeros((), dtype=torch.long))
+        self.ema_decay = ema_decay
+        # A submodule, so that it is checkpointed and moved between devices with the rest.
+        self.generator_ema = copy.deepcopy(generator).requires_grad_(False) if ema_decay else None
 
     @property
     def z_dim(self) -> int:
@@ -76,9 +85,24 @@ class GANModule(pl.LightningModule):
     def sample_z(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         return torch.randn(n, self.z_dim, device=self.device, generator=generator)
 
+    @property
+    def sampling_generator(self) -> nn.Module:
+        """The generator to sample from: the EMA copy when there is one."""
+        return self.generator_ema if self.generator_ema is not None else self.generator
+
     def forward(self, z: Tensor) -> Tensor:
         """Inference only: samples from noise."""
-        return self.generator(z)
+        return self.sampling_generator(z)
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        # Ramp the decay up over the first steps so the average forgets the random initialisation.
+        steps = float(self.generator_steps)
+        decay = min(self.ema_decay, (1.0 + steps) / (10.0 + steps))
+        for ema, live in zip(self.generator_ema.parameters(), self.generator.parameters()):
+            ema.lerp_(live, 1.0 - decay)
+        for ema, live in zip(self.generator_ema.buffers(), self.generator.buffers()):
+            ema.copy_(live)  # BatchNorm statistics are taken as they are
 
     # --- training ---------------------------------------------------------------------------
     def training_step(self, batch: Any, batch_idx: int) -> dict[str, float]:
@@ -87,6 +111,8 @@ class GANModule(pl.LightningModule):
         stats = self._discriminator_phase(real, opt_d)
         stats.update(self._generator_phase(real.shape[0], opt_g))
         self.generator_steps += 1
+        if self.generator_ema is not None:
+            self.update_ema()
         self.log_dict({k: stats[k] for k in ("d_loss", "g_loss")}, prog_bar=True, on_step=True, on_epoch=False)
         self.log_dict({k: v for k, v in stats.items() if k not in ("d_loss", "g_loss")}, on_step=True, on_epoch=False)
         return {k: float(v) for k, v in stats.items()}

@@ -47,11 +47,11 @@ class SampleQuality(pl.Callback):
                              "or callbacks.quality=null.")
         self.net, self.info = load_feature_net(name)
         x, y = take(dm.test_dataset, self.num_real, self.seed)
-        self._real = (embed(self.net, to_unit_range(x, dm.value_range)), y)
+        self._real = (embed(self.net, to_unit_range(x, dm.value_range)), y)  # ((features, probs), labels)
 
     @torch.no_grad()
     def score(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float]:
-        generator = pl_module.generator
+        generator = pl_module.sampling_generator  # the EMA generator when there is one
         was_training = generator.training
         generator.eval()
         z = torch.randn(self.num_samples, pl_module.z_dim, generator=torch.Generator().manual_seed(self.seed))
@@ -61,9 +61,9 @@ class SampleQuality(pl.Callback):
         if self._toy:
             stats = mode_statistics(fake, dm.modes, dm.std)
             return {k: float(v) for k, v in stats.items() if isinstance(v, (int, float))}
-        real_features, real_labels = self._real
+        real, real_labels = self._real
         fake = (to_unit_range(fake, generator.output_range) * 255).round() / 255  # as an npz would store it
-        return score_features((real_features, None), embed(self.net, fake), real_labels, self.net.num_classes,
+        return score_features(real, embed(self.net, fake), real_labels, self.net.num_classes,
                               kid_subset_size=min(1000, self.num_samples), seed=self.seed)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:

@@ -43,14 +43,15 @@ class SampleGrid(pl.Callback):
 
     @rank_zero_only
     def render(self, trainer: pl.Trainer, pl_module: pl.LightningModule, name: str) -> Path:
-        was_training = pl_module.generator.training
-        pl_module.generator.eval()
+        generator = pl_module.sampling_generator  # the EMA generator when there is one
+        was_training = generator.training
+        generator.eval()
         with torch.no_grad():
-            samples = pl_module.generator(self.fixed_z.to(pl_module.device)).float().cpu()
-        pl_module.generator.train(was_training)
+            samples = generator(self.fixed_z.to(pl_module.device)).float().cpu()
+        generator.train(was_training)
         path = self.dirpath / f"{name}.png"
         if samples.dim() == 4:
-            save_grid(samples, path, pl_module.generator.output_range, nrow=self.nrow)
+            save_grid(samples, path, generator.output_range, nrow=self.nrow)
         elif samples.dim() == 2 and samples.shape[1] == 2:
             self._scatter(samples, trainer, path, step=int(pl_module.generator_steps))
         else:
