@@ -99,8 +99,7 @@ class GANModule(pl.LightningModule):
         # Ramp the decay up over the first steps so the average forgets the random initialisation.
         steps = float(self.generator_steps)
         decay = min(self.ema_decay, (1.0 + steps) / (10.0 + steps))
-        for ema, live in zip(self.generator_ema.parameters(), self.generator.parameters()):
-            ema.lerp_(live, 1.0 - decay)
+        torch._foreach_lerp_(list(self.generator_ema.parameters()), list(self.generator.parameters()), 1.0 - decay)
         for ema, live in zip(self.generator_ema.buffers(), self.generator.buffers()):
             ema.copy_(live)  # BatchNorm statistics are taken as they are
 

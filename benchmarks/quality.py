@@ -1,0 +1,85 @@
+"""Quality at a fixed budget on Fashion-MNIST: train each recipe for E epochs over several seeds,
+score the last checkpoint with evaluate.py, and print a markdown table (median and range).
+
+    python benchmarks/quality.py --recipes default seed_fashion_dcgan --seeds 0 1 2 --epochs 1
+
+Every run appends one JSON line to benchmarks/results/quality.jsonl (the raw record); the table
+is what goes into benchmarks/RESULTS.md. Scores use the project's own Fashion-MNIST feature
+network, not Inception.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+RECIPES = {
+    "default": [],
+    "seed_fashion_dcgan": ["experiment=seed_fashion_dcgan"],
+    "seed_fashion_mlp": ["experiment=seed_fashion_mlp"],
+    "radford_dcgan": ["optimizer=adam", "dataset.batch_size=128"],  # the paper: Adam 2e-4, beta1 0.5, batch 128
+}
+COLUMNS = ("fid", "kid", "precision", "recall", "coverage", "classes_covered", "class_kl")
+
+
+def run_one(recipe: str, seed: int, epochs: int, num_samples: int, extra: list[str]) -> dict:
+    run_dir = RESULTS / "runs" / f"{recipe}_e{epochs}_s{seed}"
+    overrides = [*RECIPES[recipe], *extra, f"seed={seed}", f"trainer.max_epochs={epochs}",
+                 "callbacks.progress_bar=null", "trainer.enable_progress_bar=false",
+                 "callbacks.samples.every_n_steps=1000000", f"hydra.run.dir={run_dir}"]
+    start = time.time()
+    subprocess.run([sys.executable, "train.py", *overrides], cwd=ROOT, check=True, capture_output=True)
+    train_seconds = time.time() - start
+    out = subprocess.run([sys.executable, "evaluate.py", f"checkpoint={run_dir / 'checkpoints' / 'last.ckpt'}",
+                          f"num_samples={num_samples}", f"num_real={num_samples}", "floor=false"],
+                         cwd=ROOT, check=True, capture_output=True, text=True)
+    scores = json.loads(out.stdout.strip().splitlines()[-1])
+    record = {"recipe": recipe, "seed": seed, "epochs": epochs, "train_seconds": round(train_seconds, 1),
+              "overrides": overrides[:-1], "metrics": scores["metrics"], "protocol": scores["protocol"],
+              "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}", "date": date.today().isoformat()}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    with open(RESULTS / "quality.jsonl", "a") as f:
+        f.write(json.dumps(record) + "\n")
+    return record
+
+
+def table(records: list[dict]) -> str:
+    """Median [min, max] per recipe and budget."""
+    lines = ["| recipe | epochs | seeds | train s | " + " | ".join(COLUMNS) + " |",
+             "|---|---|---|---|" + "---|" * len(COLUMNS)]
+    groups: dict[tuple[str, int], list[dict]] = {}
+    for r in records:
+        groups.setdefault((r["recipe"], r["epochs"]), []).append(r)
+    for (recipe, epochs), rs in groups.items():
+        cells = []
+        for col in COLUMNS:
+            values = [r["metrics"][col] for r in rs]
+            cells.append(f"{statistics.median(values):.3g} [{min(values):.3g}, {max(values):.3g}]")
+        seconds = statistics.median(r["train_seconds"] for r in rs)
+        lines.append(f"| {recipe} | {epochs} | {len(rs)} | {seconds:.0f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--epochs", nargs="+", type=int, default=[1])
+    parser.add_argument("--num-samples", type=int, default=10000)
+    parser.add_argument("--extra", nargs="*", default=[], help="more overrides for every run")
+    args = parser.parse_args()
+    records = [run_one(recipe, seed, epochs, args.num_samples, args.extra)
+               for epochs in args.epochs for recipe in args.recipes for seed in args.seeds]
+    print(table(records))
+
+
+if __name__ == "__main__":
+    main()
