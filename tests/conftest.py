@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from omegaconf import DictConfig, open_dict
 
 from gan_modules.config import CONF_DIR, compose_config
@@ -23,13 +22,3 @@ def compose_train(overrides: list[str], output_dir: Path | None = None, config_n
         with open_dict(cfg):
             cfg.paths.output_dir = str(output_dir)
     return cfg
-
-
-@pytest.fixture
-def train_cfg(tmp_path):
-    """compose_train with the run folder inside tmp_path."""
-
-    def make(overrides: list[str]) -> DictConfig:
-        return compose_train(overrides, tmp_path / "run")
-
-    return make

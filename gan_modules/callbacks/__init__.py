@@ -1,6 +1,7 @@
-"""Lightning callbacks: sample grids, training plots, and the run config in every checkpoint."""
+"""Lightning callbacks: sample grids, training plots, quality scores, the run config in checkpoints."""
 from gan_modules.callbacks.plots import TrainingPlots
+from gan_modules.callbacks.quality import SampleQuality
 from gan_modules.callbacks.run_config import RunConfigInCheckpoint
 from gan_modules.callbacks.samples import SampleGrid
 
-__all__ = ["SampleGrid", "TrainingPlots", "RunConfigInCheckpoint"]
+__all__ = ["SampleGrid", "SampleQuality", "TrainingPlots", "RunConfigInCheckpoint"]
