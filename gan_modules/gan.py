@@ -82,8 +82,8 @@ class GANModule(pl.LightningModule):
     def z_dim(self) -> int:
         return int(self.generator.z_dim)
 
-    def sample_z(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        return torch.randn(n, self.z_dim, device=self.device, generator=generator)
+    def sample_z(self, n: int) -> Tensor:
+        return torch.randn(n, self.z_dim, device=self.device)
 
     @property
     def sampling_generator(self) -> nn.Module:

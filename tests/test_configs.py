@@ -85,7 +85,11 @@ def test_every_logger_config(logger, tmp_path, monkeypatch):
         lg.log_metrics({"d_loss": 1.0}, step=0)
         lg.finalize("success")
     finish_loggers(loggers)
-    assert any(Path(tmp_path).rglob("*"))  # everything is written inside the run folder
+    # each logger wrote its own record inside the run folder
+    expected = {"csv": "csv/metrics.csv", "tensorboard": "tensorboard/events.out.tfevents.*",
+                "wandb": "wandb/*", "mlflow": "mlflow.db"}
+    for name in cfg.logger:
+        assert list(Path(tmp_path).glob(expected[name])), f"{name} wrote nothing under {tmp_path}"
 
 
 @pytest.mark.parametrize("dataset", options("dataset"))
