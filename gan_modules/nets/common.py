@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from torch import nn
+
+from gan_modules.layers import MinibatchDiscrimination
 
 # The value range each generator output activation produces; datasets must be scaled to match.
 OUTPUT_RANGES: dict[str, tuple[float, float] | None] = {
@@ -62,3 +64,16 @@ def dcgan_init_(module: nn.Module) -> None:
         elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
             nn.init.normal_(m.weight, 1.0, 0.02)
             nn.init.zeros_(m.bias)
+
+
+def make_minibatch_discrimination(in_features: int, options: Mapping[str, int] | None) -> MinibatchDiscrimination | None:
+    """The ``minibatch_discrimination: {num_kernels, kernel_dim}`` option of a discriminator (None: off)."""
+    if options is None:
+        return None
+    keys = set(options)
+    if keys != {"num_kernels", "kernel_dim"}:
+        raise ValueError(
+            "minibatch_discrimination must be null or {num_kernels: int, kernel_dim: int} "
+            f"(e.g. {{num_kernels: 100, kernel_dim: 5}}), got keys {sorted(keys)}."
+        )
+    return MinibatchDiscrimination(in_features, int(options["num_kernels"]), int(options["kernel_dim"]))

@@ -6,11 +6,18 @@ D mirrors it and reads one logit with a ``b x b`` conv. No hidden fully connecte
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from torch import Tensor, nn
 
-from gan_modules.nets.common import OUTPUT_RANGES, dcgan_init_, image_shape, make_output_activation
+from gan_modules.layers import MinibatchStdDev, apply_spectral_norm
+from gan_modules.nets.common import (
+    OUTPUT_RANGES,
+    dcgan_init_,
+    image_shape,
+    make_minibatch_discrimination,
+    make_output_activation,
+)
 
 NORMS = ("batch", "layer", "instance", "none")
 
@@ -77,7 +84,15 @@ class DCGANGenerator(nn.Module):
 
 
 class DCGANDiscriminator(nn.Module):
-    """Strided convs with LeakyReLU(0.2); no normalisation on the first layer, as in the paper."""
+    """Strided convs with LeakyReLU(0.2); no normalisation on the first layer, as in the paper.
+
+    Stabilisers, all off by default: ``minibatch_stddev`` appends the ProGAN minibatch standard
+    deviation as one more channel of the last ``b x b`` feature map, before the final conv;
+    ``minibatch_discrimination`` (``{num_kernels, kernel_dim}``) flattens that map, appends Salimans
+    et al.'s closeness features and reads the logit with a Linear instead of the final conv (the
+    same map, a ``b x b`` conv over a ``b x b`` input is a Linear); ``spectral_norm`` normalises
+    every conv and Linear (use it with ``norm: none``, as SNGAN does).
+    """
 
     def __init__(
         self,
@@ -86,6 +101,9 @@ class DCGANDiscriminator(nn.Module):
         max_channels: int = 512,
         norm: str = "batch",
         negative_slope: float = 0.2,
+        minibatch_discrimination: Mapping[str, int] | None = None,
+        minibatch_stddev: bool = False,
+        spectral_norm: bool = False,
     ) -> None:
         super().__init__()
         channels, size, _ = image_shape(in_shape, "DCGAN")
@@ -95,9 +113,19 @@ class DCGANDiscriminator(nn.Module):
         layers: list[nn.Module] = [nn.Conv2d(channels, widths[0], 4, 2, 1), nn.LeakyReLU(negative_slope, True)]
         for w_in, w_out in zip(widths[:-1], widths[1:]):
             layers += [nn.Conv2d(w_in, w_out, 4, 2, 1, bias=False), _norm(norm, w_out), nn.LeakyReLU(negative_slope, True)]
-        layers.append(nn.Conv2d(widths[-1], 1, base, 1, 0))
+        channels = widths[-1]
+        if minibatch_stddev:
+            layers.append(MinibatchStdDev())
+            channels += 1
+        mbd = make_minibatch_discrimination(channels * base * base, minibatch_discrimination)
+        if mbd is None:
+            layers.append(nn.Conv2d(channels, 1, base, 1, 0))
+        else:
+            layers += [nn.Flatten(), mbd, nn.Linear(mbd.out_features, 1)]
         self.net = nn.Sequential(*layers)
         dcgan_init_(self)
+        if spectral_norm:
+            apply_spectral_norm(self)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x).view(-1)

@@ -6,11 +6,18 @@ The final sigmoid of the Keras D is folded into the loss (D returns logits).
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from torch import Tensor, nn
 
-from gan_modules.nets.common import OUTPUT_RANGES, image_shape, keras_init_, make_output_activation
+from gan_modules.layers import MinibatchStdDev, apply_spectral_norm
+from gan_modules.nets.common import (
+    OUTPUT_RANGES,
+    image_shape,
+    keras_init_,
+    make_minibatch_discrimination,
+    make_output_activation,
+)
 
 
 def _keras_bn(channels: int) -> nn.BatchNorm2d:
@@ -49,24 +56,49 @@ class SeedDCGANGenerator(nn.Module):
 
 
 class SeedDCGANDiscriminator(nn.Module):
-    """Conv(64, 5, s2) LeakyReLU(0.2) Dropout(0.4) -> Conv(128, 5, s2) LeakyReLU(0.2) Dropout(0.4) -> Dense(1)."""
+    """Conv(64, 5, s2) LeakyReLU(0.2) Dropout(0.4) -> Conv(128, 5, s2) LeakyReLU(0.2) Dropout(0.4) -> Dense(1).
 
-    def __init__(self, in_shape: Sequence[int], dropout: float = 0.4) -> None:
+    Stabilisers, all off by default (not part of the seed recipe): ``minibatch_stddev`` appends the
+    ProGAN minibatch standard deviation as a 129th channel before flattening;
+    ``minibatch_discrimination`` (``{num_kernels, kernel_dim}``) appends Salimans et al.'s closeness
+    features before the Dense layer; ``spectral_norm`` normalises both convs and the Dense layer.
+    """
+
+    def __init__(
+        self,
+        in_shape: Sequence[int],
+        dropout: float = 0.4,
+        minibatch_discrimination: Mapping[str, int] | None = None,
+        minibatch_stddev: bool = False,
+        spectral_norm: bool = False,
+    ) -> None:
         super().__init__()
         channels, size, _ = image_shape(in_shape, "The seed DCGAN")
         self.in_shape = (channels, size, size)
         quarter = _quarter(size)
-        self.net = nn.Sequential(
+        layers: list[nn.Module] = [
             nn.Conv2d(channels, 64, 5, 2, padding=2),
             nn.LeakyReLU(0.2),
             nn.Dropout(dropout),
             nn.Conv2d(64, 128, 5, 2, padding=2),
             nn.LeakyReLU(0.2),
             nn.Dropout(dropout),
-            nn.Flatten(),
-            nn.Linear(128 * quarter * quarter, 1),
-        )
+        ]
+        features = 128
+        if minibatch_stddev:
+            layers.append(MinibatchStdDev())
+            features += 1
+        layers.append(nn.Flatten())
+        features *= quarter * quarter
+        mbd = make_minibatch_discrimination(features, minibatch_discrimination)
+        if mbd is not None:
+            layers.append(mbd)
+            features = mbd.out_features
+        layers.append(nn.Linear(features, 1))
+        self.net = nn.Sequential(*layers)
         keras_init_(self)
+        if spectral_norm:
+            apply_spectral_norm(self)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x).view(-1)

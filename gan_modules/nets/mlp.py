@@ -1,11 +1,19 @@
 """Fully connected generator and discriminator (the textbook GAN and the seed MLP recipes)."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from torch import Tensor, nn
 
-from gan_modules.nets.common import OUTPUT_RANGES, as_shape, keras_init_, make_output_activation, numel
+from gan_modules.layers import MinibatchStdDev, apply_spectral_norm
+from gan_modules.nets.common import (
+    OUTPUT_RANGES,
+    as_shape,
+    keras_init_,
+    make_output_activation,
+    make_minibatch_discrimination,
+    numel,
+)
 
 ACTIVATIONS = ("relu", "leaky_relu", "selu", "tanh")
 
@@ -60,7 +68,13 @@ class MLPGenerator(nn.Module):
 
 
 class MLPDiscriminator(nn.Module):
-    """x -> flatten -> [Linear -> activation (-> Dropout)] x len(hidden) -> Linear -> one logit."""
+    """x -> flatten -> [Linear -> activation (-> Dropout)] x len(hidden) -> Linear -> one logit.
+
+    Stabilisers, all off by default: ``minibatch_stddev`` appends the ProGAN minibatch standard
+    deviation and then ``minibatch_discrimination`` (``{num_kernels, kernel_dim}``) appends
+    Salimans et al.'s closeness features, both just before the final Linear; ``spectral_norm``
+    normalises every Linear.
+    """
 
     def __init__(
         self,
@@ -70,6 +84,9 @@ class MLPDiscriminator(nn.Module):
         negative_slope: float = 0.2,
         dropout: float = 0.0,
         init: str = "torch",
+        minibatch_discrimination: Mapping[str, int] | None = None,
+        minibatch_stddev: bool = False,
+        spectral_norm: bool = False,
     ) -> None:
         super().__init__()
         _check_init(init)
@@ -81,10 +98,19 @@ class MLPDiscriminator(nn.Module):
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
             width = h
+        if minibatch_stddev:
+            layers.append(MinibatchStdDev())
+            width += 1
+        mbd = make_minibatch_discrimination(width, minibatch_discrimination)
+        if mbd is not None:
+            layers.append(mbd)
+            width = mbd.out_features
         layers.append(nn.Linear(width, 1))
         self.net = nn.Sequential(*layers)
         if init == "keras":
             keras_init_(self)
+        if spectral_norm:
+            apply_spectral_norm(self)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x).view(-1)
