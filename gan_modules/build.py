@@ -12,15 +12,28 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
 
+from gan_modules.autoencoder import AutoencoderModule, validate_autoencoder_setup
 from gan_modules.gan import GANModule
+
+
+def is_autoencoder(cfg: DictConfig) -> bool:
+    """Autoencoder model configs (model=stacked_ae, conv_ae, denoising_ae, vae) carry their own ``system``."""
+    return "system" in cfg.model
 
 
 def build_generator(cfg: DictConfig) -> nn.Module:
     return instantiate(cfg.model.generator)
 
 
-def build_module(cfg: DictConfig) -> GANModule:
-    """The GANModule described by ``cfg.model`` (networks), ``cfg.loss``, ``cfg.optimizer`` and ``cfg.module``."""
+def build_module(cfg: DictConfig) -> GANModule | AutoencoderModule:
+    """The training system for ``cfg``.
+
+    A GAN: the GANModule described by ``cfg.model`` (networks), ``cfg.loss``, ``cfg.optimizer`` and
+    ``cfg.module``. An autoencoder: ``cfg.model.system`` (its optimizer included) around
+    ``cfg.model.network``; the GAN-only groups (loss, optimizer, module) are then unused.
+    """
+    if is_autoencoder(cfg):
+        return instantiate(cfg.model.system, network=instantiate(cfg.model.network))
     scheduler = cfg.get("scheduler") or {}
     return instantiate(
         cfg.module,
@@ -39,8 +52,11 @@ def _describe_range(value_range: Any) -> str:
     return "unbounded (no output activation)" if value_range is None else f"[{value_range[0]:g}, {value_range[1]:g}]"
 
 
-def validate_setup(module: GANModule, datamodule: Any) -> None:
+def validate_setup(module: GANModule | AutoencoderModule, datamodule: Any) -> None:
     """Raise a clear error when the networks cannot work on this data; runs in milliseconds."""
+    if isinstance(module, AutoencoderModule):
+        validate_autoencoder_setup(module, datamodule)
+        return
     generator, discriminator = module.generator, module.discriminator
     data_shape = tuple(datamodule.sample_shape)
     with torch.no_grad():

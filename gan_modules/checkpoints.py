@@ -46,13 +46,44 @@ def submodule_state(checkpoint: dict[str, Any], prefix: str) -> dict[str, torch.
 def load_generator(path: str | Path) -> tuple[nn.Module, DictConfig]:
     """The trained generator (in eval mode) and the run config, from a checkpoint alone.
 
-    When the run kept an EMA of the generator's weights, that average is returned.
+    When the run kept an EMA of the generator's weights, that average is returned; for a VAE, its
+    decoder (which maps codings drawn from N(0, I) to images).
     """
     from hydra.utils import instantiate
 
     checkpoint = load_checkpoint(path)
     cfg = checkpoint_config(checkpoint)
+    if "system" in cfg.model:  # an autoencoder: only a VAE's decoder samples from a prior
+        network = instantiate(cfg.model.network)
+        if not hasattr(network, "decoder") or not hasattr(network.decoder, "z_dim"):
+            raise ValueError(
+                f"{path} holds a {type(network).__name__}, an autoencoder with no prior to sample from: "
+                "train a variational autoencoder (model=vae) to generate samples."
+            )
+        network.load_state_dict(submodule_state(checkpoint, "network"))
+        return network.decoder.eval(), cfg
     generator = instantiate(cfg.model.generator)
     ema = submodule_state(checkpoint, "generator_ema")
     generator.load_state_dict(ema or submodule_state(checkpoint, "generator"))
     return generator.eval(), cfg
+
+
+def load_encoder(path: str | Path) -> nn.Module:
+    """The trained encoder of an autoencoder checkpoint, for unsupervised pre-training.
+
+    It maps images to codings (a VAE's posterior mean) and has ``out_features`` for stacked and
+    variational autoencoders; its parameters are trainable, so a classifier built on it fine-tunes
+    it (or freeze it with ``encoder.requires_grad_(False)``)::
+
+        encoder = load_encoder("logs/train/runs/<time>/checkpoints/last.ckpt")
+        classifier = nn.Sequential(encoder, nn.Linear(encoder.out_features, 10))
+    """
+    from hydra.utils import instantiate
+
+    checkpoint = load_checkpoint(path)
+    cfg = checkpoint_config(checkpoint)
+    if "system" not in cfg.model:
+        raise ValueError(f"{path} is a GAN checkpoint; load_encoder needs an autoencoder's (model=stacked_ae, vae, ...).")
+    network = instantiate(cfg.model.network)
+    network.load_state_dict(submodule_state(checkpoint, "network"))
+    return network.encoder

@@ -9,7 +9,7 @@ import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from gan_modules.build import build_module, validate_setup
+from gan_modules.build import build_module, is_autoencoder, validate_setup
 from gan_modules.callbacks.run_config import RunConfigInCheckpoint
 
 log = logging.getLogger(__name__)
@@ -48,8 +48,10 @@ def trainer_length(cfg: DictConfig) -> dict[str, Any]:
         return {}
     if int(steps) < 1:
         raise ValueError(f"max_generator_steps must be a positive integer or null, got {steps}.")
-    # Each generator step performs n_critic discriminator steps too, and Lightning counts all of them.
-    return {"max_steps": int(steps) * (int(cfg.module.n_critic) + 1), "max_epochs": -1}
+    # Each generator step performs n_critic discriminator steps too, and Lightning counts all of them;
+    # an autoencoder makes one optimizer step per batch.
+    per_step = 1 if is_autoencoder(cfg) else int(cfg.module.n_critic) + 1
+    return {"max_steps": int(steps) * per_step, "max_epochs": -1}
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -74,5 +76,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     finish_loggers(loggers)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    metrics["generator_steps"] = float(module.generator_steps)
+    if hasattr(module, "generator_steps"):
+        metrics["generator_steps"] = float(module.generator_steps)
     return metrics

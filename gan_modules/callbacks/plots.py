@@ -8,10 +8,14 @@ from typing import Any
 import pytorch_lightning as pl
 from pytorch_lightning.utilities import rank_zero_only
 
+from gan_modules.callbacks.samples import training_steps
+
 PLOTS = {
     "losses": (("d_loss", "discriminator loss"), ("g_loss", "generator loss")),
     "d_accuracy": (("d_acc_real", "D accuracy on real"), ("d_acc_fake", "D accuracy on fake")),
     "d_outputs": (("d_real", "mean D(x)"), ("d_fake", "mean D(G(z))")),
+    "autoencoder_losses": (("loss", "training loss"), ("reconstruction", "reconstruction loss (per pixel)")),
+    "kl": (("kl", "KL(q(z|x) || N(0, I)) per sample"),),
 }
 
 
@@ -33,11 +37,13 @@ class TrainingPlots(pl.Callback):
         self.dirpath = Path(dirpath)
         self.smoothing = max(1, smoothing)
         self.history: dict[str, list[float]] = defaultdict(list)
+        self.step_label = "generator step"
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, *args: Any) -> None:
         if not isinstance(outputs, dict):
             return
-        self.history["step"].append(float(pl_module.generator_steps))
+        self.step_label = "generator step" if hasattr(pl_module, "generator_steps") else "training step"
+        self.history["step"].append(float(training_steps(trainer, pl_module)))
         for key, value in outputs.items():
             self.history[key].append(float(value))
 
@@ -62,7 +68,7 @@ class TrainingPlots(pl.Callback):
                 ax.plot(steps, self.history[key], alpha=0.25)
                 ax.plot(steps, moving_average(self.history[key], self.smoothing), label=label,
                         color=ax.lines[-1].get_color())
-            ax.set_xlabel("generator step")
+            ax.set_xlabel(self.step_label)
             ax.legend()
             ax.grid(alpha=0.3)
             self.dirpath.mkdir(parents=True, exist_ok=True)

@@ -11,11 +11,19 @@ from pytorch_lightning.utilities import rank_zero_only
 from gan_modules.images import log_image_file, save_grid
 
 
+def training_steps(trainer: pl.Trainer, pl_module: pl.LightningModule) -> int:
+    """Generator steps for a GAN (Lightning's global_step counts D steps too); batches for an autoencoder."""
+    steps = getattr(pl_module, "generator_steps", None)
+    return int(steps) if steps is not None else int(trainer.global_step)
+
+
 class SampleGrid(pl.Callback):
     """Render the generator on the same noise throughout training, so grids are comparable.
 
     Writes ``<dirpath>/step_000500.png`` every ``every_n_steps`` generator steps and
     ``<dirpath>/final.png`` at the end, and hands each picture to the loggers that take images.
+    Works with any module that has ``sampling_generator`` and ``z_dim`` (a GAN, a VAE's decoder);
+    does nothing when ``sampling_generator`` is None (a plain autoencoder).
     For vector samples of dimension 2 it draws a scatter plot over real data instead.
     """
 
@@ -29,12 +37,13 @@ class SampleGrid(pl.Callback):
         self.fixed_z: torch.Tensor | None = None
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if self.fixed_z is None:
-            n = self.num_samples if len(pl_module.generator.out_shape) > 1 else self.num_points
+        generator = pl_module.sampling_generator
+        if self.fixed_z is None and generator is not None:
+            n = self.num_samples if len(generator.out_shape) > 1 else self.num_points
             self.fixed_z = torch.randn(n, pl_module.z_dim, generator=torch.Generator().manual_seed(self.seed))
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
-        step = int(pl_module.generator_steps)
+        step = training_steps(trainer, pl_module)
         if step % self.every_n_steps == 0:
             self.render(trainer, pl_module, f"step_{step:06d}")
 
@@ -42,8 +51,10 @@ class SampleGrid(pl.Callback):
         self.render(trainer, pl_module, "final")
 
     @rank_zero_only
-    def render(self, trainer: pl.Trainer, pl_module: pl.LightningModule, name: str) -> Path:
+    def render(self, trainer: pl.Trainer, pl_module: pl.LightningModule, name: str) -> Path | None:
         generator = pl_module.sampling_generator  # the EMA generator when there is one
+        if generator is None:
+            return None  # a plain autoencoder has nothing to sample from
         was_training = generator.training
         generator.eval()
         with torch.no_grad():
@@ -53,10 +64,10 @@ class SampleGrid(pl.Callback):
         if samples.dim() == 4:
             save_grid(samples, path, generator.output_range, nrow=self.nrow)
         elif samples.dim() == 2 and samples.shape[1] == 2:
-            self._scatter(samples, trainer, path, step=int(pl_module.generator_steps))
+            self._scatter(samples, trainer, path, step=training_steps(trainer, pl_module))
         else:
             return path  # no picture for other vector data
-        log_image_file(trainer, "samples", path, int(pl_module.generator_steps))
+        log_image_file(trainer, "samples", path, training_steps(trainer, pl_module))
         return path
 
     def _scatter(self, samples: torch.Tensor, trainer: pl.Trainer, path: Path, step: int) -> None:
