@@ -21,10 +21,11 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
-from gan_modules.losses import GANLoss, gradient_penalty
+from gan_modules.losses import GANLoss, gradient_penalty, r1_penalty
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
+FakeHook = Callable[[Tensor], Tensor]
 
 
 class GANModule(pl.LightningModule):
@@ -77,6 +78,10 @@ class GANModule(pl.LightningModule):
         self.ema_decay = ema_decay
         # A submodule, so that it is checkpointed and moved between devices with the rest.
         self.generator_ema = copy.deepcopy(generator).requires_grad_(False) if ema_decay else None
+        # Functions ``fake -> fake`` applied in order to every D-step's (detached) fake batch before
+        # D sees it; callbacks register theirs in ``setup`` (the replay buffer swaps in old fakes).
+        # The generator step never goes through them.
+        self.fake_hooks: list[FakeHook] = []
 
     @property
     def z_dim(self) -> int:
@@ -121,6 +126,8 @@ class GANModule(pl.LightningModule):
             for _ in range(self.n_critic):
                 with torch.no_grad():
                     fake = self.generator(self.sample_z(real.shape[0]))
+                    for hook in self.fake_hooks:
+                        fake = hook(fake)
                 # Real and fake go through D separately: one mixed batch would let BatchNorm in D
                 # tell them apart from the batch statistics alone.
                 real_logits = self.discriminator(real)
@@ -132,6 +139,10 @@ class GANModule(pl.LightningModule):
                     gp = gradient_penalty(self.discriminator, real, fake)
                     total = total + self.loss.gp_weight * gp
                     stats["gradient_penalty"] = gp.detach()
+                if self.loss.r1_weight > 0:
+                    r1 = r1_penalty(self.discriminator, real)
+                    total = total + self.loss.r1_weight * r1
+                    stats["r1_penalty"] = r1.detach()
                 opt_d.zero_grad(set_to_none=True)
                 self.manual_backward(total)
                 if self.grad_clip_d is not None:

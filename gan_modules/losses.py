@@ -58,15 +58,37 @@ def lsgan_g_loss(fake_logits: Tensor) -> Tensor:
 
 
 # --- penalties --------------------------------------------------------------------------------
+# Penalties differentiate D's output with respect to its input and train through that gradient
+# (create_graph). They run with autocast switched off, so the input gradient is computed in the
+# input's precision (fp32 under mixed precision) rather than in fp16, and on D's unscaled output
+# (a GradScaler only scales the final loss given to backward).
+def _input_gradient(discriminator: nn.Module, x: Tensor) -> Tensor:
+    """d(sum_i D(x_i)) / dx with the graph kept, so a penalty on it trains D."""
+    x = x.detach().requires_grad_(True)
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        (grad,) = torch.autograd.grad(discriminator(x).sum(), x, create_graph=True)
+    return grad
+
+
 def gradient_penalty(discriminator: nn.Module, real: Tensor, fake: Tensor) -> Tensor:
     """WGAN-GP: E[(||grad D(x_hat)||_2 - 1)^2] on x_hat = eps * real + (1 - eps) * fake.
 
     One interpolation weight per sample (not per pixel), as in Gulrajani et al.
     """
     eps = torch.rand((real.shape[0],) + (1,) * (real.dim() - 1), device=real.device, dtype=real.dtype)
-    x_hat = (eps * real.detach() + (1.0 - eps) * fake.detach()).requires_grad_(True)
-    (grad,) = torch.autograd.grad(discriminator(x_hat).sum(), x_hat, create_graph=True)
+    x_hat = eps * real.detach() + (1.0 - eps) * fake.detach()
+    grad = _input_gradient(discriminator, x_hat)
     return ((grad.flatten(1).norm(2, dim=1) - 1.0) ** 2).mean()
+
+
+def r1_penalty(discriminator: nn.Module, real: Tensor) -> Tensor:
+    """R1 (Mescheder et al. 2018): E over real samples of ||grad_x D(x)||_2^2.
+
+    The paper's regulariser is ``gamma / 2 * R1``; ``GANLoss.r1_weight`` multiplies this value
+    directly, so it plays the role of gamma / 2 (gamma = 10 -> r1_weight = 5).
+    """
+    grad = _input_gradient(discriminator, real)
+    return grad.flatten(1).pow(2).sum(1).mean()
 
 
 @dataclass(frozen=True)
@@ -96,19 +118,30 @@ class GANLoss:
         kind: one of ``LOSSES`` (minimax, non_saturating, wasserstein, hinge, lsgan).
         gp_weight: weight of the WGAN-GP gradient penalty (0 disables it).
         clip_value: clip every D weight to [-c, c] after each D step (original WGAN); None disables.
+        r1_weight: weight of the R1 penalty on real data, ``r1_weight * r1_penalty`` (0 disables it);
+            this is gamma / 2 in Mescheder et al.'s notation. Works with any ``kind``.
     """
 
-    def __init__(self, kind: str = "non_saturating", gp_weight: float = 0.0, clip_value: float | None = None) -> None:
+    def __init__(
+        self,
+        kind: str = "non_saturating",
+        gp_weight: float = 0.0,
+        clip_value: float | None = None,
+        r1_weight: float = 0.0,
+    ) -> None:
         if kind not in LOSSES:
             raise ValueError(f"Unknown loss kind {kind!r}: choose one of {sorted(LOSSES)} (config key loss.kind).")
         if gp_weight < 0:
             raise ValueError(f"loss.gp_weight must be >= 0, got {gp_weight}.")
+        if r1_weight < 0:
+            raise ValueError(f"loss.r1_weight must be >= 0, got {r1_weight}.")
         if clip_value is not None and clip_value <= 0:
             raise ValueError(f"loss.clip_value must be positive or null, got {clip_value}.")
         self.kind = kind
         self.pair = LOSSES[kind]
         self.gp_weight = float(gp_weight)
         self.clip_value = clip_value
+        self.r1_weight = float(r1_weight)
 
     def d_loss(self, real_logits: Tensor, fake_logits: Tensor) -> Tensor:
         return self.pair.d_loss(real_logits, fake_logits)
@@ -127,4 +160,7 @@ class GANLoss:
         return logits.flatten() > self.pair.decision_threshold
 
     def __repr__(self) -> str:
-        return f"GANLoss(kind={self.kind!r}, gp_weight={self.gp_weight}, clip_value={self.clip_value})"
+        return (
+            f"GANLoss(kind={self.kind!r}, gp_weight={self.gp_weight}, clip_value={self.clip_value}, "
+            f"r1_weight={self.r1_weight})"
+        )
