@@ -1,0 +1,340 @@
+"""Training guards: stop (or skip) on NaN/Inf before a bad state reaches a checkpoint, and warn on
+discriminator collapse or generator-loss divergence.
+
+``NonFiniteGuard`` checks, after every training step, the floats the step returned (``d_loss``,
+``g_loss``, ...) and every floating-point weight and buffer of the module. On a NaN or Inf:
+
+* ``on_nan: stop`` (default) raises :class:`NonFiniteTrainingError`, whose message names the
+  generator step, the offending values and the likely causes. Lightning runs callbacks before its
+  ``ModelCheckpoint`` callbacks in every hook, so the bad step is caught before any checkpoint of it
+  is written, and an exception (unlike ``trainer.should_stop``) also skips the end-of-epoch and
+  end-of-training saves: ``checkpoints/last.ckpt`` keeps the last good state. As a second line, the
+  guard also checks the weights whenever a checkpoint is about to be written and refuses to write a
+  non-finite one.
+* ``on_nan: skip`` takes an in-memory copy of the module's weights and buffers and of every
+  optimizer's state before each step and restores it when the step went bad, so the bad batch leaves
+  no trace (the step still counts: ``generator_steps`` and Lightning's step budget move on, and
+  ``skipped_steps`` in the callback's state says how many were thrown away). The copy costs one
+  extra set of weights and optimizer moments in memory plus a device-side copy per step: small for
+  the models here, noticeable for large ones, so ``stop`` is the default. After ``max_skips``
+  consecutive bad steps it stops as ``stop`` would: skipping cannot fix a diverged setup.
+
+Under DDP the decision is reduced across ranks (any bad rank counts), so all ranks stop or restore
+together instead of one rank hanging in the next collective.
+
+``CollapseWatch`` warns (``warnings.warn`` with :class:`TrainingHealthWarning`, and the log) when D's
+accuracy on both real and fake stays above a threshold for ``patience`` generator steps (D has won;
+G's gradient vanishes and samples usually collapse), or when ``g_loss`` stays above ``g_loss_max`` or
+above ``g_loss_growth`` times its early level for ``patience`` steps. It never stops training.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import statistics
+import warnings
+from collections import deque
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+
+log = logging.getLogger(__name__)
+
+# Losses whose generator loss has no fixed level (an unbounded critic score): its size means nothing.
+UNBOUNDED_G_LOSS_KINDS = ("wasserstein", "hinge")
+
+
+class NonFiniteTrainingError(RuntimeError):
+    """Training produced NaN or Inf; the message says where and what to try."""
+
+
+class TrainingHealthWarning(UserWarning):
+    """A sign that GAN training is failing (collapse, divergence); training goes on."""
+
+
+def generator_step(trainer: pl.Trainer | None, pl_module: pl.LightningModule) -> int:
+    """The module's generator-step counter (already advanced for the step just run), else the batch count."""
+    steps = getattr(pl_module, "generator_steps", None)
+    if steps is not None:
+        return int(steps)
+    return int(trainer.fit_loop.total_batch_idx) + 1 if trainer is not None else 0
+
+
+def nonfinite_values(outputs: Any) -> dict[str, float]:
+    """The entries of a training step's returned dict that are NaN or Inf."""
+    if not isinstance(outputs, Mapping):
+        return {}
+    bad = {}
+    for key, value in outputs.items():
+        if isinstance(value, torch.Tensor):
+            if value.numel() != 1:
+                continue
+            value = float(value.detach())
+        if isinstance(value, (int, float)) and not math.isfinite(value):
+            bad[str(key)] = float(value)
+    return bad
+
+
+def _float_tensors(pl_module: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
+    named = list(pl_module.named_parameters()) + list(pl_module.named_buffers())
+    return [(name, t) for name, t in named if t.is_floating_point()]
+
+
+def weights_are_finite(pl_module: torch.nn.Module) -> bool:
+    """One pass over all floating-point weights and buffers, one host sync."""
+    tensors = [t.detach() for _, t in _float_tensors(pl_module)]
+    if not tensors:
+        return True
+    return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())
+
+
+def nonfinite_weight_names(pl_module: torch.nn.Module, limit: int = 5) -> list[str]:
+    return [name for name, t in _float_tensors(pl_module) if not bool(torch.isfinite(t.detach()).all())][:limit]
+
+
+def likely_causes(trainer: pl.Trainer | None, pl_module: pl.LightningModule) -> list[str]:
+    """Hints tailored to the run: learning rates, an unregularised Wasserstein critic, fp16."""
+    hints = []
+    lrs = []
+    if trainer is not None:
+        for name, opt in zip(("g", "d"), trainer.optimizers):
+            lrs.append(f"optimizer.{name}.lr={opt.param_groups[0]['lr']:g}")
+    hints.append("the learning rate is too high" + (f" ({', '.join(lrs)}): try 2-10x lower" if lrs else ""))
+    loss = getattr(pl_module, "loss", None)
+    if getattr(loss, "kind", None) == "wasserstein" and not getattr(loss, "gp_weight", 0) and getattr(loss, "clip_value", None) is None:
+        hints.append("a Wasserstein critic without gradient penalty or weight clipping is unbounded: use "
+                     "loss=wgan_gp (or loss.clip_value / module.grad_clip_d)")
+    else:
+        hints.append("no gradient clipping: try module.grad_clip_d=1.0 module.grad_clip_g=1.0, or a gradient "
+                     "penalty (loss=wgan_gp)")
+    precision = str(getattr(trainer, "precision", "")) if trainer is not None else ""
+    if "16" in precision and "bf16" not in precision:
+        hints.append(f"fp16 precision ({precision}) overflows easily in GANs: use trainer.precision=bf16-mixed or 32-true")
+    else:
+        hints.append("fp16 mixed precision, if you switch it on, overflows easily: prefer bf16-mixed")
+    return hints
+
+
+def last_checkpoint(trainer: pl.Trainer | None) -> str | None:
+    """The newest checkpoint the checkpoint callbacks have written (it predates the bad step)."""
+    if trainer is None:
+        return None
+    for callback in trainer.checkpoint_callbacks:
+        for attr in ("last_model_path", "best_model_path"):
+            path = getattr(callback, attr, "")
+            if path and Path(path).is_file():
+                return str(path)
+    return None
+
+
+class NonFiniteGuard(pl.Callback):
+    """Stop (default) or skip a training step whose losses or resulting weights are NaN/Inf.
+
+    Args:
+        on_nan: ``stop`` raises :class:`NonFiniteTrainingError` before anything bad is saved;
+            ``skip`` restores the weights and optimizer states from before the step (see the module
+            docstring for the cost) and stops after ``max_skips`` consecutive bad steps.
+        check_weights_every_n_steps: also check every weight every N generator steps (0: only the
+            losses, plus the check before each checkpoint). ``skip`` always checks every step.
+        max_skips: consecutive skipped steps after which ``skip`` stops anyway.
+    """
+
+    def __init__(self, on_nan: str = "stop", check_weights_every_n_steps: int = 1, max_skips: int = 10) -> None:
+        if on_nan not in ("stop", "skip"):
+            raise ValueError(f"callbacks.guards.on_nan must be 'stop' or 'skip', got {on_nan!r}.")
+        if check_weights_every_n_steps < 0:
+            raise ValueError(f"check_weights_every_n_steps must be >= 0, got {check_weights_every_n_steps}.")
+        if max_skips < 1:
+            raise ValueError(f"max_skips must be >= 1, got {max_skips}.")
+        self.on_nan = on_nan
+        self.check_weights_every_n_steps = check_weights_every_n_steps
+        self.max_skips = max_skips
+        self.skipped_steps = 0
+        self.consecutive_skips = 0
+        self._snapshot: tuple[dict[str, torch.Tensor], list[dict[str, Any]]] | None = None
+
+    # --- skip: keep the state from before the step ------------------------------------------
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        if self.on_nan == "skip":
+            weights = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
+            optimizers = [copy.deepcopy(opt.state_dict()) for opt in trainer.optimizers]
+            self._snapshot = (weights, optimizers)
+
+    def _restore(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        assert self._snapshot is not None
+        weights, optimizers = self._snapshot
+        counter = getattr(pl_module, "generator_steps", None)
+        keep = counter.clone() if isinstance(counter, torch.Tensor) else None
+        pl_module.load_state_dict(weights)
+        if keep is not None:
+            pl_module.generator_steps.copy_(keep)  # the step still counts (schedules stay aligned)
+        for opt, state in zip(trainer.optimizers, optimizers):
+            opt.load_state_dict(copy.deepcopy(state))
+
+    # --- the check after every step ---------------------------------------------------------
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, *args: Any) -> None:
+        step = generator_step(trainer, pl_module)
+        bad_values = nonfinite_values(outputs)
+        every = self.check_weights_every_n_steps
+        check_weights = self.on_nan == "skip" or (every > 0 and step % every == 0)
+        bad_weights = check_weights and not bad_values and not weights_are_finite(pl_module)
+        bad = trainer.strategy.reduce_boolean_decision(bool(bad_values) or bad_weights, all=False)
+        if not bad:
+            self.consecutive_skips = 0
+            return
+        if not bad_values and not bad_weights:
+            what = "another rank (DDP) saw NaN/Inf"
+        else:
+            what = self._describe(pl_module, bad_values, outputs)
+        if self.on_nan == "skip" and self.consecutive_skips < self.max_skips:
+            self._restore(trainer, pl_module)
+            self.skipped_steps += 1
+            self.consecutive_skips += 1
+            message = (f"Generator step {step}: {what}; the step was skipped (weights and optimizer state "
+                       f"restored from before it; {self.skipped_steps} skipped so far).")
+            log.warning(message)
+            warnings.warn(message, TrainingHealthWarning, stacklevel=2)
+            return
+        raise NonFiniteTrainingError(self._stop_message(trainer, pl_module, step, what))
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+        # Runs while the checkpoint is being assembled, before anything is written: never save NaN weights.
+        if not weights_are_finite(pl_module):
+            step = generator_step(trainer, pl_module)
+            what = self._describe(pl_module, {}, None) + " (caught as a checkpoint was about to be written: it was not written)"
+            raise NonFiniteTrainingError(self._stop_message(trainer, pl_module, step, what))
+
+    def _describe(self, pl_module: pl.LightningModule, bad_values: dict[str, float], outputs: Any) -> str:
+        if bad_values:
+            others = {k: v for k, v in (outputs or {}).items() if k not in bad_values and isinstance(v, (int, float))}
+            shown = ", ".join(f"{k}={v}" for k, v in bad_values.items())
+            context = ", ".join(f"{k}={v:.4g}" for k, v in list(others.items())[:4])
+            return f"{shown}" + (f" (with {context})" if context else "")
+        names = nonfinite_weight_names(pl_module)
+        return "the weights became NaN/Inf" + (f" ({', '.join(names)})" if names else "")
+
+    def _stop_message(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int, what: str) -> str:
+        lines = [f"Training stopped at generator step {step}: {what}."]
+        ckpt = last_checkpoint(trainer)
+        if ckpt:
+            lines.append(f"The last good checkpoint is untouched: {ckpt} (resume with ckpt_path={ckpt} and a fix below).")
+        else:
+            lines.append("No checkpoint had been written yet; nothing bad was saved.")
+        lines.append("Likely causes:")
+        lines += [f"  - {hint}" for hint in likely_causes(trainer, pl_module)]
+        if self.on_nan == "stop":
+            lines.append("To throw bad steps away instead of stopping: callbacks.guards.on_nan=skip.")
+        else:
+            lines.append(f"{self.consecutive_skips} consecutive steps were skipped (max_skips={self.max_skips}).")
+        return "\n".join(lines)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"skipped_steps": self.skipped_steps}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.skipped_steps = int(state_dict.get("skipped_steps", 0))
+
+
+class CollapseWatch(pl.Callback):
+    """Warn when D wins outright for a long time, or when G's loss runs away; never stops training.
+
+    Args:
+        patience: generator steps a condition must hold before the warning (once per episode: it
+            re-arms when the condition breaks).
+        d_acc_threshold: warn when ``(d_acc_real + d_acc_fake) / 2`` stays above this.
+        g_loss_max: warn when ``g_loss`` stays above this (null: off). For the logistic losses
+            ``g_loss = -log D(G(z))``, so 20 means D gives fakes a probability below 2e-9.
+        g_loss_growth: warn when ``g_loss`` stays above this many times its early level (the median
+            of ``|g_loss|`` over the first ``patience`` steps, at least 1); null: off.
+    The ``g_loss`` checks are off for Wasserstein and hinge losses, whose generator loss is a critic
+    score with no fixed level.
+    """
+
+    def __init__(self, patience: int = 200, d_acc_threshold: float = 0.99, g_loss_max: float | None = 20.0,
+                 g_loss_growth: float | None = 10.0) -> None:
+        if patience < 1:
+            raise ValueError(f"callbacks.collapse_watch.patience must be >= 1, got {patience}.")
+        self.patience = int(patience)
+        self.d_acc_threshold = d_acc_threshold
+        self.g_loss_max = g_loss_max
+        self.g_loss_growth = g_loss_growth
+        self.g_loss_checks = True
+        self._early: list[float] = []
+        self._recent: deque[tuple[int, Mapping[str, float]]] = deque(maxlen=self.patience)
+        self._streak = {"d_wins": 0, "g_loss_high": 0, "g_loss_growing": 0}
+        self._warned = {key: False for key in self._streak}
+        self.warnings: list[str] = []
+
+    @property
+    def g_loss_reference(self) -> float | None:
+        if len(self._early) < self.patience:
+            return None
+        return max(1.0, statistics.median(abs(v) for v in self._early))
+
+    def observe(self, step: int, metrics: Mapping[str, float]) -> list[str]:
+        """Feed one generator step's metrics; returns the warnings it raised (also logged and warned)."""
+        self._recent.append((step, metrics))
+        conditions: dict[str, bool] = {}
+        acc_real, acc_fake = metrics.get("d_acc_real"), metrics.get("d_acc_fake")
+        if acc_real is not None and acc_fake is not None:
+            conditions["d_wins"] = (acc_real + acc_fake) / 2 > self.d_acc_threshold
+        g_loss = metrics.get("g_loss")
+        if g_loss is not None and self.g_loss_checks and math.isfinite(g_loss):
+            if self.g_loss_max is not None:
+                conditions["g_loss_high"] = g_loss > self.g_loss_max
+            reference = self.g_loss_reference
+            if reference is None:
+                self._early.append(float(g_loss))
+            elif self.g_loss_growth is not None:
+                conditions["g_loss_growing"] = g_loss > self.g_loss_growth * reference
+        raised = []
+        for key in self._streak:
+            if not conditions.get(key, False):
+                self._streak[key], self._warned[key] = 0, False
+                continue
+            self._streak[key] += 1
+            if self._streak[key] >= self.patience and not self._warned[key]:
+                self._warned[key] = True
+                raised.append(self._message(key, step))
+        for message in raised:
+            log.warning(message)
+            warnings.warn(message, TrainingHealthWarning, stacklevel=2)
+        self.warnings += raised
+        return raised
+
+    def _window(self, key: str) -> tuple[int, float]:
+        values = [m[key] for _, m in self._recent if key in m]
+        return self._recent[0][0], (sum(values) / len(values) if values else float("nan"))
+
+    def _message(self, key: str, step: int) -> str:
+        first, g_mean = self._window("g_loss")
+        span = f"generator steps {first}-{step}"
+        if key == "d_wins":
+            _, real = self._window("d_acc_real")
+            _, fake = self._window("d_acc_fake")
+            return (f"Discriminator collapse watch: D has been right on more than {self.d_acc_threshold:.0%} of real "
+                    f"and fake samples for {self.patience} generator steps ({span}; mean d_acc_real={real:.3f}, "
+                    f"d_acc_fake={fake:.3f}, g_loss={g_mean:.3g}). G's gradient is vanishing and samples tend to "
+                    "collapse: try a lower optimizer.d.lr, fewer critic steps (module.n_critic), a gradient "
+                    "penalty (loss=wgan_gp) or another loss (loss=hinge).")
+        if key == "g_loss_high":
+            return (f"Divergence watch: g_loss has stayed above {self.g_loss_max:g} for {self.patience} generator steps "
+                    f"({span}; mean {g_mean:.3g}). D rejects every fake: lower the learning rates or restart from an "
+                    "earlier checkpoint with clipping (module.grad_clip_d).")
+        return (f"Divergence watch: g_loss has stayed above {self.g_loss_growth:g}x its early level "
+                f"({self.g_loss_reference:.3g}) for {self.patience} generator steps ({span}; mean {g_mean:.3g}): "
+                "training is diverging; lower the learning rates or add clipping / a gradient penalty.")
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        kind = getattr(getattr(pl_module, "loss", None), "kind", None)
+        self.g_loss_checks = kind not in UNBOUNDED_G_LOSS_KINDS
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, *args: Any) -> None:
+        if not trainer.is_global_zero or not isinstance(outputs, Mapping):
+            return
+        metrics = {k: float(v) for k, v in outputs.items() if isinstance(v, (int, float))}
+        self.observe(generator_step(trainer, pl_module), metrics)
