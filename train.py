@@ -14,11 +14,11 @@ from omegaconf import DictConfig
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     from gan_modules.training import train
+    from gan_modules.validation import optimized_value
 
     metrics = train(cfg)
     # A sweeper (e.g. Optuna) optimises the value returned here: the metric named by optimized_metric.
-    name = cfg.get("optimized_metric")
-    return metrics.get(name) if name else None
+    return optimized_value(metrics, cfg.get("optimized_metric"))
 
 
 if __name__ == "__main__":

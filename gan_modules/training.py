@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from gan_modules.build import build_module, is_autoencoder, validate_setup
 from gan_modules.callbacks.run_config import RunConfigInCheckpoint
+from gan_modules.validation import validate_config
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ def trainer_length(cfg: DictConfig) -> dict[str, Any]:
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Train the configured GAN; returns the final logged metrics."""
+    validate_config(cfg)  # config combinations that cannot work, before any data or network
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
