@@ -71,7 +71,7 @@ class MinibatchStdDev(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         batch = x.shape[0]
         group = self.group_size if batch % self.group_size == 0 else batch
-        grouped = x.view(batch // group, group, *x.shape[1:])  # (groups, group, ...)
+        grouped = x.reshape(batch // group, group, *x.shape[1:])  # (groups, group, ...); any layout
         std = torch.sqrt(grouped.var(dim=1, correction=0) + self.eps)  # (groups, ...)
         per_group = std.flatten(1).mean(1)  # (groups,)
         # one value per sample, shaped as one channel of x: (B, 1, H, W) or (B, 1)
