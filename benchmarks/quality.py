@@ -26,6 +26,7 @@ RECIPES = {
     "seed_fashion_dcgan": ["experiment=seed_fashion_dcgan"],
     "seed_fashion_mlp": ["experiment=seed_fashion_mlp"],
     "radford_dcgan": ["optimizer=adam", "dataset.batch_size=128"],  # the paper: Adam 2e-4, beta1 0.5, batch 128
+    "vae": ["model=vae", "callbacks.codings_map=null"],  # seed 004's VAE, sampled from its prior
 }
 COLUMNS = ("fid", "kid", "precision", "recall", "coverage", "classes_covered", "class_kl")
 

@@ -154,13 +154,16 @@ def run(args: list[str]) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def vae_run(tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("vae")
-    result = run(["train.py", "model=vae", *AE_FAST, "debug=default", f"hydra.run.dir={run_dir}"])
+    result = run(["train.py", "model=vae", *AE_FAST, "debug=default", f"hydra.run.dir={run_dir}", "callbacks=quality",
+                  "callbacks.quality.every_n_steps=2", "callbacks.quality.num_samples=64", "callbacks.quality.num_real=64"])
     assert result.returncode == 0, result.stderr[-3000:]
     return run_dir
 
 
 def test_generate_and_evaluate_sample_the_vae_prior(vae_run, tmp_path):
     ckpt = vae_run / "checkpoints" / "last.ckpt"
+    assert (vae_run / "checkpoints" / "best.ckpt").is_file()  # the quality callback scored the prior's samples
+    assert "quality/fid" in (vae_run / "csv" / "metrics.csv").read_text().splitlines()[0]
     out = tmp_path / "vae.npz"
     result = run(["generate.py", f"checkpoint={ckpt}", "num_samples=5", f"output={out}", "seed=1"])
     assert result.returncode == 0, result.stderr[-3000:]

@@ -6,7 +6,7 @@ import torch
 from hydra.errors import ConfigCompositionException, InstantiationException, MissingConfigException
 from hydra.utils import instantiate
 
-from gan_modules.build import build_module, validate_setup
+from gan_modules.build import build_module, is_autoencoder, validate_setup
 from gan_modules.training import finish_loggers, instantiate_all
 from tests.conftest import CONF, TINY_DIGITS, compose_train
 
@@ -24,6 +24,10 @@ def test_every_model_builds_and_fits_its_data(model, tmp_path):
     cfg = compose_train([f"model={model}", *dataset_for(model)], tmp_path)
     module = build_module(cfg)
     validate_setup(module, instantiate(cfg.dataset))
+    if is_autoencoder(cfg):  # one optimizer over the whole autoencoder
+        optimizer = module.configure_optimizers()
+        assert {id(p) for p in optimizer.param_groups[0]["params"]} == {id(p) for p in module.network.parameters()}
+        return
     opt_g, opt_d = module.configure_optimizers()
     assert {id(p) for p in opt_g.param_groups[0]["params"]} == {id(p) for p in module.generator.parameters()}
     assert {id(p) for p in opt_d.param_groups[0]["params"]} == {id(p) for p in module.discriminator.parameters()}

@@ -14,6 +14,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
+from gan_modules.callbacks.samples import training_steps
 from gan_modules.images import to_unit_range
 from gan_modules.metrics.evaluation import FEATURE_NET_FOR, embed, score_features, take
 from gan_modules.metrics.features import load_feature_net
@@ -37,6 +38,9 @@ class SampleQuality(pl.Callback):
         dm = trainer.datamodule
         if dm is None:
             raise ValueError("callbacks.quality needs the training data as a datamodule (train.py passes one).")
+        if pl_module.sampling_generator is None:
+            raise ValueError("callbacks.quality scores generated samples, and this autoencoder has no prior to sample "
+                             "from: use model=vae, or callbacks=default.")
         dm.setup("fit")
         self._toy = not dm.is_image
         if self._toy:
@@ -67,7 +71,7 @@ class SampleQuality(pl.Callback):
                               kid_subset_size=min(1000, self.num_samples), seed=self.seed)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
-        if int(pl_module.generator_steps) % self.every_n_steps == 0:
+        if training_steps(trainer, pl_module) % self.every_n_steps == 0:
             self.check(trainer, pl_module)
 
     def check(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float]:
