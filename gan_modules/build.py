@@ -88,7 +88,8 @@ def validate_setup(module: GANModule | AutoencoderModule, datamodule: Any) -> No
         raise ValueError(
             f"The discriminator must return one logit per sample (shape [batch]); it returned {list(logits.shape)}."
         )
-    if module.loss.gp_weight > 0 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in discriminator.modules()):
+    penalised = module.loss.gp_weight > 0 or module.loss.r1_weight > 0
+    if penalised and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in discriminator.modules()):
         warnings.warn(
             "A gradient penalty is used with BatchNorm in the discriminator: the penalty assumes each "
             "sample's gradient is independent of the batch. Prefer model.discriminator.norm=layer "
