@@ -6,6 +6,7 @@ D mirrors it and reads one logit with a ``b x b`` conv. No hidden fully connecte
 """
 from __future__ import annotations
 
+import math
 from typing import Mapping, Sequence
 
 from torch import Tensor, nn
@@ -124,8 +125,23 @@ class DCGANDiscriminator(nn.Module):
             layers += [nn.Flatten(), mbd, nn.Linear(mbd.out_features, 1)]
         self.net = nn.Sequential(*layers)
         dcgan_init_(self)
+        # The input of the last layer, (channels, b, b) before the final conv, for features/logit.
+        self._head_shape = (channels, base, base) if mbd is None else (mbd.out_features,)
         if spectral_norm:
             apply_spectral_norm(self)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x).view(-1)
+
+    # For the projection discriminator (nets/conditional.py): forward(x) == logit(features(x)).
+    @property
+    def feature_dim(self) -> int:
+        return math.prod(self._head_shape)
+
+    def features(self, x: Tensor) -> Tensor:
+        """The last layer's input, flattened: ``(B, feature_dim)``."""
+        return self.net[:-1](x).flatten(1)
+
+    def logit(self, features: Tensor) -> Tensor:
+        # A b x b conv over a b x b map is a Linear over the flattened map: unflatten and apply it.
+        return self.net[-1](features.view(-1, *self._head_shape)).view(-1)

@@ -114,3 +114,15 @@ class MLPDiscriminator(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x).view(-1)
+
+    # For the projection discriminator (nets/conditional.py): forward(x) == logit(features(x)).
+    @property
+    def feature_dim(self) -> int:
+        return int(self.net[-1].in_features)
+
+    def features(self, x: Tensor) -> Tensor:
+        """Everything before the last Linear: ``(B, feature_dim)``."""
+        return self.net[:-1](x)
+
+    def logit(self, features: Tensor) -> Tensor:
+        return self.net[-1](features).view(-1)

@@ -1,0 +1,169 @@
+"""Class-conditional wrappers around any generator or discriminator backbone (Mirza & Osindero 2014).
+
+* ``ConditionalGenerator``: ``G(z, y) = backbone(z * embed(y))``, the label embedding has ``z_dim``
+  entries and scales z coordinate-wise, so the backbone keeps its input size.
+* ``ConditionalDiscriminator``: the label embedding becomes one extra ``H x W`` input channel
+  (for vector data ``(D,)``: ``D`` extra entries), so the backbone is built for ``C + 1`` channels.
+* ``ProjectionDiscriminator`` (Miyato & Koyama 2018): ``D(x, y) = psi(phi(x)) + <embed(y), phi(x)>``
+  with ``phi`` the backbone's ``features`` and ``psi`` its last layer (``logit``).
+
+A backbone is given either as a module or as a factory (a Hydra ``_partial_: true`` config): the
+generator calls its factory with no argument, the discriminators with the ``in_shape`` they need
+(one channel more for the concatenating one), so one YAML file serves every dataset shape.
+
+Conditional nets carry ``num_classes``; ``is_conditional``, ``generate`` and ``discriminate`` let
+callers treat conditional and unconditional nets alike.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence, Union
+
+import torch
+from torch import Tensor, nn
+
+from gan_modules.nets.common import as_shape, numel
+
+Backbone = Union[nn.Module, Callable[..., nn.Module]]
+
+UNLABELLED_HELP = (
+    "A conditional model needs labelled data: use a labelled dataset (dataset=digits, mnist, fashion_mnist, "
+    "cifar10, toy2d_ring, toy2d_grid), or an image folder with class sub-folders and dataset.num_classes=K set, "
+    "or an unconditional model (e.g. model=dcgan, model=mlp_gan)."
+)
+
+
+def check_num_classes(num_classes: int | None, owner: str) -> int:
+    """``num_classes`` as an int >= 1, or an error that says how to get labels."""
+    if num_classes is None or isinstance(num_classes, bool) or int(num_classes) < 1:
+        raise ValueError(f"{owner} needs num_classes >= 1, got {num_classes!r} (dataset.num_classes). {UNLABELLED_HELP}")
+    return int(num_classes)
+
+
+def is_conditional(net: nn.Module) -> bool:
+    return getattr(net, "num_classes", None) is not None and hasattr(net, "label_embedding")
+
+
+def generate(generator: nn.Module, z: Tensor, labels: Tensor | None = None) -> Tensor:
+    """``G(z)`` when ``labels`` is None, else ``G(z, y)``."""
+    return generator(z) if labels is None else generator(z, labels)
+
+
+def discriminate(discriminator: nn.Module, x: Tensor, labels: Tensor | None = None) -> Tensor:
+    """``D(x)`` when ``labels`` is None, else ``D(x, y)``."""
+    return discriminator(x) if labels is None else discriminator(x, labels)
+
+
+def conditioning_classes(generator: nn.Module, discriminator: nn.Module) -> int | None:
+    """The class count of a conditional G and D pair, None for an unconditional pair, else an error."""
+    g_classes = generator.num_classes if is_conditional(generator) else None
+    d_classes = discriminator.num_classes if is_conditional(discriminator) else None
+    if g_classes != d_classes:
+        raise ValueError(
+            f"The generator is {'conditional with %d classes' % g_classes if g_classes else 'unconditional'} but the "
+            f"discriminator is {'conditional with %d classes' % d_classes if d_classes else 'unconditional'}: "
+            "wrap both networks (nets/conditional.py) with the same num_classes, or neither."
+        )
+    return g_classes
+
+
+def check_labels(labels: Tensor, num_classes: int) -> Tensor:
+    """User-given labels as int64, or an error naming the valid range."""
+    labels = torch.as_tensor(labels, dtype=torch.long)
+    bad = labels[(labels < 0) | (labels >= num_classes)]
+    if bad.numel():
+        raise ValueError(f"Labels {bad.tolist()} are out of range: this model has {num_classes} classes, 0 to {num_classes - 1}.")
+    return labels
+
+
+def cycling_labels(n: int, num_classes: int, device: torch.device | str | None = None) -> Tensor:
+    """``0, 1, ..., K-1, 0, 1, ...``: every class equally often, so a grid K images wide has one class per column."""
+    return torch.arange(n, device=device) % num_classes
+
+
+def _build(backbone: Backbone, **kwargs: object) -> nn.Module:
+    if isinstance(backbone, nn.Module):
+        return backbone
+    if callable(backbone):
+        return backbone(**kwargs)
+    raise TypeError(f"A backbone must be an nn.Module or a factory returning one, got {type(backbone).__name__}.")
+
+
+class ConditionalGenerator(nn.Module):
+    """``G(z, y) = backbone(z * embed(y))`` with a learned ``num_classes x z_dim`` embedding.
+
+    The embedding keeps PyTorch's N(0, 1) init: each class starts with its own random scaling of
+    z's coordinates (separable from the first step), and the product of two independent unit
+    Gaussians keeps unit variance, so the backbone sees inputs at the scale it was designed for.
+    """
+
+    def __init__(self, backbone: Backbone, num_classes: int | None) -> None:
+        super().__init__()
+        self.num_classes = check_num_classes(num_classes, "ConditionalGenerator")
+        self.backbone = _build(backbone)
+        self.z_dim = int(self.backbone.z_dim)
+        self.out_shape = tuple(self.backbone.out_shape)
+        self.output_range = self.backbone.output_range
+        self.label_embedding = nn.Embedding(self.num_classes, self.z_dim)
+
+    def forward(self, z: Tensor, y: Tensor) -> Tensor:
+        return self.backbone(z * self.label_embedding(y))
+
+
+class ConditionalDiscriminator(nn.Module):
+    """``D(x, y) = backbone(concat(x, embed(y)))``: the label as one more input channel.
+
+    For images ``(C, H, W)`` the embedding has ``H * W`` entries reshaped to one ``H x W`` channel
+    and the backbone takes ``(C + 1, H, W)``; for vectors ``(D,)`` it has ``D`` entries and the
+    backbone takes ``(2 D,)``. A factory backbone is called with that ``in_shape``.
+    """
+
+    def __init__(self, backbone: Backbone, in_shape: Sequence[int], num_classes: int | None) -> None:
+        super().__init__()
+        self.num_classes = check_num_classes(num_classes, "ConditionalDiscriminator")
+        self.in_shape = as_shape(in_shape)
+        if len(self.in_shape) == 3:
+            self.label_shape: tuple[int, ...] = (1, *self.in_shape[1:])
+            backbone_shape = (self.in_shape[0] + 1, *self.in_shape[1:])
+        else:  # vector data: one embedding entry per data entry, concatenated after flattening
+            self.label_shape = (numel(self.in_shape),)
+            backbone_shape = (2 * numel(self.in_shape),)
+        self.backbone = _build(backbone, in_shape=list(backbone_shape))
+        self.label_embedding = nn.Embedding(self.num_classes, numel(self.label_shape))
+
+    def forward(self, x: Tensor, y: Tensor) -> Tensor:
+        label_map = self.label_embedding(y).view(x.shape[0], *self.label_shape)
+        if len(self.in_shape) != 3:
+            x = x.flatten(1)
+        return self.backbone(torch.cat([x, label_map.to(x.dtype)], dim=1))
+
+
+class ProjectionDiscriminator(nn.Module):
+    """Miyato & Koyama (2018): ``D(x, y) = psi(phi(x)) + <embed(y), phi(x)>``.
+
+    ``phi`` is ``backbone.features`` (shape ``(B, backbone.feature_dim)``) and ``psi`` is
+    ``backbone.logit``, the backbone's own last layer, so the unconditional part is exactly the
+    backbone and no parameter sits unused. The class embedding gets Glorot-uniform weights, as in
+    the authors' code, which keeps the projection term at the scale of ``psi`` at the start;
+    ``spectral_norm`` normalises it too (use it with a spectrally normalised backbone).
+    """
+
+    def __init__(self, backbone: Backbone, in_shape: Sequence[int], num_classes: int | None,
+                 spectral_norm: bool = False) -> None:
+        super().__init__()
+        self.num_classes = check_num_classes(num_classes, "ProjectionDiscriminator")
+        self.in_shape = as_shape(in_shape)
+        self.backbone = _build(backbone, in_shape=list(self.in_shape))
+        if not (hasattr(self.backbone, "features") and hasattr(self.backbone, "logit")):
+            raise TypeError(
+                f"{type(self.backbone).__name__} cannot be a projection discriminator's backbone: it needs "
+                "features(x) -> (B, feature_dim), feature_dim and logit(features) (MLPDiscriminator and "
+                "DCGANDiscriminator have them); use ConditionalDiscriminator (conditioning: concat) instead."
+            )
+        self.label_embedding = nn.Embedding(self.num_classes, int(self.backbone.feature_dim))
+        nn.init.xavier_uniform_(self.label_embedding.weight)
+        if spectral_norm:
+            nn.utils.parametrizations.spectral_norm(self.label_embedding)
+
+    def forward(self, x: Tensor, y: Tensor) -> Tensor:
+        phi = self.backbone.features(x)
+        return self.backbone.logit(phi) + (self.label_embedding(y) * phi).sum(dim=1)
