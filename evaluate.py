@@ -18,6 +18,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from gan_modules.checkpoints import load_generator
+from gan_modules.nets.conditional import cycling_labels, is_conditional
+from gan_modules.sampling import sample_in_batches
 from gan_modules.images import to_unit_range
 from gan_modules.metrics.evaluation import (FEATURE_NET_FOR, dataset_config, score_images, score_points,
                                             unit_range_datamodule)
@@ -45,7 +47,10 @@ def parse_args(argv: list[str]) -> DictConfig:
 def samples_from_checkpoint(path: str, n: int, seed: int) -> tuple[torch.Tensor, DictConfig]:
     generator, run_cfg = load_generator(path)
     noise = torch.Generator().manual_seed(seed)
-    out = torch.cat([generator(torch.randn(min(500, n - i), generator.z_dim, generator=noise)) for i in range(0, n, 500)])
+    z = torch.cat([torch.randn(min(500, n - i), generator.z_dim, generator=noise) for i in range(0, n, 500)])
+    # A conditional model is scored on every class equally often, as the test splits are balanced.
+    labels = cycling_labels(n, generator.num_classes) if is_conditional(generator) else None
+    out = sample_in_batches(generator, z, labels)
     if out.dim() == 4:  # the same uint8 quantisation an npz goes through
         out = (to_unit_range(out, generator.output_range) * 255).round() / 255
     return out, run_cfg

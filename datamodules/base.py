@@ -92,8 +92,12 @@ class GANDataModule(pl.LightningDataModule):
         shape: Sequence[int] | None = None,
         drop_last: bool = True,
         seed: int = 0,
+        num_classes: int | None = None,
     ) -> None:
         super().__init__()
+        # What the config declares (dataset.num_classes), read by conditional models before any data
+        # is loaded; build.validate_setup checks it against the data's own ``num_classes``.
+        self.declared_num_classes = num_classes
         self.batch_size = check_int("batch_size", batch_size, 1)
         self.num_workers = check_int("num_workers", num_workers, 0)
         self._value_range = _parse_value_range(value_range)

@@ -14,6 +14,7 @@ from torch import nn
 
 from gan_modules.autoencoder import AutoencoderModule, validate_autoencoder_setup
 from gan_modules.gan import GANModule
+from gan_modules.nets.conditional import UNLABELLED_HELP, discriminate, generate
 
 
 def is_autoencoder(cfg: DictConfig) -> bool:
@@ -34,6 +35,7 @@ def build_module(cfg: DictConfig) -> GANModule | AutoencoderModule:
     """
     if is_autoencoder(cfg):
         return instantiate(cfg.model.system, network=instantiate(cfg.model.network))
+    _check_labelled(cfg)
     scheduler = cfg.get("scheduler") or {}
     return instantiate(
         cfg.module,
@@ -48,8 +50,30 @@ def build_module(cfg: DictConfig) -> GANModule | AutoencoderModule:
     )
 
 
+def _check_labelled(cfg: DictConfig) -> None:
+    """A conditional model (its generator config takes num_classes) on data without labels: say so
+    before Hydra's instantiation error would bury the reason."""
+    if "num_classes" in cfg.model.generator and cfg.model.generator.num_classes is None:
+        raise ValueError(f"The model is conditional but dataset.num_classes is null: the data have no labels. "
+                         f"{UNLABELLED_HELP}")
+
+
 def _describe_range(value_range: Any) -> str:
     return "unbounded (no output activation)" if value_range is None else f"[{value_range[0]:g}, {value_range[1]:g}]"
+
+
+def _check_classes(num_classes: int | None, datamodule: Any) -> torch.Tensor | None:
+    """For a conditional model: the data must have labels, as many classes as the model; returns test labels."""
+    if num_classes is None:
+        return None
+    data_classes = datamodule.num_classes
+    if data_classes is None:
+        raise ValueError(f"The model is conditional ({num_classes} classes) but {type(datamodule).__name__} serves "
+                         f"unlabelled data. {UNLABELLED_HELP}")
+    if data_classes != num_classes:
+        raise ValueError(f"The model is conditional with {num_classes} classes but the data have {data_classes}: "
+                         f"set dataset.num_classes={data_classes}.")
+    return torch.tensor([0, num_classes - 1])
 
 
 def validate_setup(module: GANModule | AutoencoderModule, datamodule: Any) -> None:
@@ -58,11 +82,12 @@ def validate_setup(module: GANModule | AutoencoderModule, datamodule: Any) -> No
         validate_autoencoder_setup(module, datamodule)
         return
     generator, discriminator = module.generator, module.discriminator
+    labels = _check_classes(module.num_classes, datamodule)
     data_shape = tuple(datamodule.sample_shape)
     with torch.no_grad():
         was_training = generator.training
         generator.eval()
-        sample = generator(torch.randn(2, generator.z_dim))
+        sample = generate(generator, torch.randn(2, generator.z_dim), labels)
         generator.train(was_training)
     if tuple(sample.shape[1:]) != data_shape:
         raise ValueError(
@@ -82,7 +107,7 @@ def validate_setup(module: GANModule | AutoencoderModule, datamodule: Any) -> No
     was_training = discriminator.training
     discriminator.eval()
     with torch.no_grad():
-        logits = discriminator(sample)
+        logits = discriminate(discriminator, sample, labels)
     discriminator.train(was_training)
     if logits.shape != (2,):
         raise ValueError(

@@ -11,10 +11,17 @@ Training length: Lightning's ``trainer.global_step`` counts *optimizer* steps, s
 adds ``n_critic + 1``. Ask for generator steps with the top-level ``max_generator_steps`` option of
 ``train.py`` (or epochs with ``trainer.max_epochs``); ``self.generator_steps`` counts them and is
 saved in checkpoints.
+
+Conditional models (``nets/conditional.py``, ``model=cgan_*``) are trained as ``G(z, y)`` and
+``D(x, y)`` on the batch's labels: every fake gets the label of the real image at the same batch
+position. Fakes thus follow the data's class frequencies, D sees the same labels in its real and
+its fake batch (label statistics tell it nothing), and a gradient penalty interpolates between a
+real and a fake of the same class.
 """
 from __future__ import annotations
 
 import copy
+import functools
 from typing import Any, Callable
 
 import pytorch_lightning as pl
@@ -22,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from gan_modules.losses import GANLoss, gradient_penalty, r1_penalty
+from gan_modules.nets.conditional import conditioning_classes, discriminate, generate
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
@@ -68,6 +76,8 @@ class GANModule(pl.LightningModule):
         self.automatic_optimization = False
         self.generator = generator
         self.discriminator = discriminator
+        # The class count of a conditional pair; None (unconditional) keeps labels out of every call.
+        self.num_classes = conditioning_classes(generator, discriminator)
         self.loss = loss
         self.optimizer_g, self.optimizer_d = optimizer_g, optimizer_d
         self.scheduler_g, self.scheduler_d = scheduler_g, scheduler_d
@@ -95,9 +105,9 @@ class GANModule(pl.LightningModule):
         """The generator to sample from: the EMA copy when there is one."""
         return self.generator_ema if self.generator_ema is not None else self.generator
 
-    def forward(self, z: Tensor) -> Tensor:
-        """Inference only: samples from noise."""
-        return self.sampling_generator(z)
+    def forward(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
+        """Inference only: samples from noise (and labels, for a conditional model)."""
+        return generate(self.sampling_generator, z, labels)
 
     @torch.no_grad()
     def update_ema(self) -> None:
@@ -111,9 +121,10 @@ class GANModule(pl.LightningModule):
     # --- training ---------------------------------------------------------------------------
     def training_step(self, batch: Any, batch_idx: int) -> dict[str, float]:
         real = batch[0] if isinstance(batch, (tuple, list)) else batch
+        labels = batch[1] if self.num_classes is not None else None  # fakes share the real labels
         opt_g, opt_d = self.optimizers()
-        stats = self._discriminator_phase(real, opt_d)
-        stats.update(self._generator_phase(real.shape[0], opt_g))
+        stats = self._discriminator_phase(real, opt_d, labels)
+        stats.update(self._generator_phase(real.shape[0], opt_g, labels))
         self.generator_steps += 1
         if self.generator_ema is not None:
             self.update_ema()
@@ -121,26 +132,32 @@ class GANModule(pl.LightningModule):
         self.log_dict({k: v for k, v in stats.items() if k not in ("d_loss", "g_loss")}, on_step=True, on_epoch=False)
         return {k: float(v) for k, v in stats.items()}
 
-    def _discriminator_phase(self, real: Tensor, opt_d: Any) -> dict[str, Tensor]:
+    def _critic(self, labels: Tensor | None) -> Callable[[Tensor], Tensor]:
+        """D as a function of its input alone (labels bound), for the input-gradient penalties."""
+        return self.discriminator if labels is None else functools.partial(self.discriminator, y=labels)
+
+    def _discriminator_phase(self, real: Tensor, opt_d: Any, labels: Tensor | None = None) -> dict[str, Tensor]:
         with self.toggled_optimizer(opt_d):
             for _ in range(self.n_critic):
                 with torch.no_grad():
-                    fake = self.generator(self.sample_z(real.shape[0]))
+                    fake = generate(self.generator, self.sample_z(real.shape[0]), labels)
+                    # Replayed fakes (callbacks.replay) keep this step's labels: a fake paired with
+                    # another class is still a fake, so D is right to reject it.
                     for hook in self.fake_hooks:
                         fake = hook(fake)
                 # Real and fake go through D separately: one mixed batch would let BatchNorm in D
                 # tell them apart from the batch statistics alone.
-                real_logits = self.discriminator(real)
-                fake_logits = self.discriminator(fake)
+                real_logits = discriminate(self.discriminator, real, labels)
+                fake_logits = discriminate(self.discriminator, fake, labels)
                 d_loss = self.loss.d_loss(real_logits, fake_logits)
                 total = d_loss
                 stats: dict[str, Tensor] = {}
                 if self.loss.gp_weight > 0:
-                    gp = gradient_penalty(self.discriminator, real, fake)
+                    gp = gradient_penalty(self._critic(labels), real, fake)
                     total = total + self.loss.gp_weight * gp
                     stats["gradient_penalty"] = gp.detach()
                 if self.loss.r1_weight > 0:
-                    r1 = r1_penalty(self.discriminator, real)
+                    r1 = r1_penalty(self._critic(labels), real)
                     total = total + self.loss.r1_weight * r1
                     stats["r1_penalty"] = r1.detach()
                 opt_d.zero_grad(set_to_none=True)
@@ -156,9 +173,10 @@ class GANModule(pl.LightningModule):
         stats["d_loss"] = d_loss.detach()
         return stats
 
-    def _generator_phase(self, batch_size: int, opt_g: Any) -> dict[str, Tensor]:
+    def _generator_phase(self, batch_size: int, opt_g: Any, labels: Tensor | None = None) -> dict[str, Tensor]:
         with self.toggled_optimizer(opt_g):  # D's parameters stop requiring grad here
-            fake_logits = self.discriminator(self.generator(self.sample_z(batch_size)))
+            fake = generate(self.generator, self.sample_z(batch_size), labels)
+            fake_logits = discriminate(self.discriminator, fake, labels)
             g_loss = self.loss.g_loss(fake_logits)
             opt_g.zero_grad(set_to_none=True)
             self.manual_backward(g_loss)

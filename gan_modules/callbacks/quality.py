@@ -19,6 +19,8 @@ from gan_modules.images import to_unit_range
 from gan_modules.metrics.evaluation import FEATURE_NET_FOR, embed, score_features, take
 from gan_modules.metrics.features import load_feature_net
 from gan_modules.metrics.modes import mode_statistics
+from gan_modules.nets.conditional import cycling_labels
+from gan_modules.sampling import sample_in_batches
 
 
 class SampleQuality(pl.Callback):
@@ -59,7 +61,9 @@ class SampleQuality(pl.Callback):
         was_training = generator.training
         generator.eval()
         z = torch.randn(self.num_samples, pl_module.z_dim, generator=torch.Generator().manual_seed(self.seed))
-        fake = torch.cat([generator(c.to(pl_module.device)).float().cpu() for c in z.split(500)])
+        num_classes = getattr(pl_module, "num_classes", None)  # conditional GANs: every class equally often
+        labels = None if num_classes is None else cycling_labels(self.num_samples, num_classes)
+        fake = sample_in_batches(generator, z, labels, device=pl_module.device)
         generator.train(was_training)
         dm = trainer.datamodule
         if self._toy:

@@ -9,6 +9,7 @@ import torch
 from pytorch_lightning.utilities import rank_zero_only
 
 from gan_modules.images import log_image_file, save_grid
+from gan_modules.nets.conditional import cycling_labels, generate
 
 
 def training_steps(trainer: pl.Trainer, pl_module: pl.LightningModule) -> int:
@@ -25,6 +26,8 @@ class SampleGrid(pl.Callback):
     Works with any module that has ``sampling_generator`` and ``z_dim`` (a GAN, a VAE's decoder);
     does nothing when ``sampling_generator`` is None (a plain autoencoder).
     For vector samples of dimension 2 it draws a scatter plot over real data instead.
+    For a conditional model the labels cycle over the classes (sample i gets class i mod K) and the
+    grid is K images wide (``nrow`` is then unused): each column is one class, each row K samples.
     """
 
     def __init__(self, dirpath: str, every_n_steps: int = 500, num_samples: int = 64, nrow: int = 8, seed: int = 0,
@@ -55,14 +58,16 @@ class SampleGrid(pl.Callback):
         generator = pl_module.sampling_generator  # the EMA generator when there is one
         if generator is None:
             return None  # a plain autoencoder has nothing to sample from
+        num_classes = getattr(pl_module, "num_classes", None)  # set for conditional GANs only
+        labels = None if num_classes is None else cycling_labels(len(self.fixed_z), num_classes, pl_module.device)
         was_training = generator.training
         generator.eval()
         with torch.no_grad():
-            samples = generator(self.fixed_z.to(pl_module.device)).float().cpu()
+            samples = generate(generator, self.fixed_z.to(pl_module.device), labels).float().cpu()
         generator.train(was_training)
         path = self.dirpath / f"{name}.png"
         if samples.dim() == 4:
-            save_grid(samples, path, generator.output_range, nrow=self.nrow)
+            save_grid(samples, path, generator.output_range, nrow=self.nrow if num_classes is None else num_classes)
         elif samples.dim() == 2 and samples.shape[1] == 2:
             self._scatter(samples, trainer, path, step=training_steps(trainer, pl_module))
         else:
