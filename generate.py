@@ -4,7 +4,12 @@
         output=samples.npz seed=0 grid=grid.png
 
 Writes ``arr_0`` as uint8 N x H x W x C for images (the layout standard evaluators read) or
-float32 N x D for vector data.
+float32 N x D for vector data. Controllable generation (options in conf/generate.yaml), one mode a call:
+
+    python generate.py checkpoint=... labels=[0,3,7] num_samples=8 grid=g.png   # conditional: these classes
+    python generate.py checkpoint=... class_grid=classes.png                     # conditional: same z, every class
+    python generate.py checkpoint=... interpolate=[1,2,3] steps=8 slerp=true     # PNG grid + GIF
+    python generate.py checkpoint=... arithmetic=[7,1,4]                          # mean z(7) - z(1) + z(4)
 """
 from __future__ import annotations
 
@@ -18,6 +23,17 @@ from omegaconf.errors import ConfigKeyError, MissingMandatoryValue
 
 from gan_modules.checkpoints import load_generator
 from gan_modules.images import save_grid, to_uint8_hwc
+from gan_modules.nets.conditional import check_labels, cycling_labels, is_conditional
+from gan_modules.sampling import (
+    animation_frames,
+    class_exemplars,
+    interpolation_path,
+    latent_arithmetic,
+    sample_in_batches,
+    seed_latent,
+)
+
+MODES = ("interpolate", "arithmetic", "class_grid")
 
 DEFAULTS = Path(__file__).resolve().parent / "conf" / "generate.yaml"
 
@@ -34,32 +50,167 @@ def parse_args(argv: list[str]) -> DictConfig:
         raise SystemExit("generate.py: give the checkpoint, e.g. checkpoint=logs/train/runs/<time>/checkpoints/last.ckpt")
     if cfg.num_samples < 1 or cfg.batch_size < 1:
         raise SystemExit("generate.py: num_samples and batch_size must be >= 1.")
+    chosen = [m for m in MODES if cfg[m] not in (None, False)]
+    if len(chosen) > 1:
+        raise SystemExit(f"generate.py: give one of {', '.join(chosen)} per call.")
+    if cfg.interpolate is not None and (len(cfg.interpolate) < 2 or cfg.steps < 2):
+        raise SystemExit("generate.py: interpolate needs two or more seeds (e.g. interpolate=[1,2]) and steps >= 2.")
+    if cfg.arithmetic is not None and (len(cfg.arithmetic) != 3 or cfg.arithmetic_exemplars < 1):
+        raise SystemExit("generate.py: arithmetic needs three classes [a,b,c] (a - b + c) and arithmetic_exemplars >= 1.")
+    if cfg.labels is not None and len(cfg.labels) == 0:
+        raise SystemExit("generate.py: labels must list at least one class, e.g. labels=[0,3,7].")
     return cfg
+
+
+def requested_labels(cfg: DictConfig, generator: torch.nn.Module) -> torch.Tensor | None:
+    """The ``labels`` option checked against the model: None for an unconditional generator."""
+    if not is_conditional(generator):
+        if cfg.labels is not None or cfg.class_grid:
+            raise SystemExit("generate.py: labels= and class_grid= need a conditional model (model=cgan_*); "
+                             "this checkpoint's generator is unconditional.")
+        return None
+    if cfg.labels is None:
+        return None
+    try:
+        return check_labels(torch.tensor(list(cfg.labels)), generator.num_classes)
+    except ValueError as err:
+        raise SystemExit(f"generate.py: {err}") from err
+
+
+def one_class(generator: torch.nn.Module, labels: torch.Tensor | None, n: int) -> torch.Tensor | None:
+    """For interpolation and arithmetic: a conditional model renders everything at one class."""
+    if not is_conditional(generator):
+        return None
+    return torch.full((n,), int(labels[0]) if labels is not None else 0, dtype=torch.long)
+
+
+def require_images(samples: torch.Tensor, what: str) -> None:
+    if samples.dim() != 4:
+        raise SystemExit(f"generate.py: {what} draws images; this model makes vectors.")
 
 
 @torch.no_grad()
 def generate(cfg: DictConfig) -> Path:
+    """Run the mode the options ask for; returns the main file written."""
     generator, run_cfg = load_generator(cfg.checkpoint)
     generator.to(cfg.device)
+    labels = requested_labels(cfg, generator)
+    if cfg.interpolate is not None:
+        return write_interpolation(cfg, generator, labels)
+    if cfg.arithmetic is not None:
+        return write_arithmetic(cfg, generator, run_cfg, labels)
+    if cfg.class_grid:
+        return write_class_grid(cfg, generator, labels)
+    return write_samples(cfg, generator, labels)
+
+
+def write_samples(cfg: DictConfig, generator: torch.nn.Module, labels: torch.Tensor | None) -> Path:
     noise = torch.Generator(device="cpu").manual_seed(int(cfg.seed))
-    chunks = []
-    for start in range(0, cfg.num_samples, cfg.batch_size):
-        n = min(cfg.batch_size, cfg.num_samples - start)
-        z = torch.randn(n, generator.z_dim, generator=noise).to(cfg.device)
-        chunks.append(generator(z).float().cpu())
-    samples = torch.cat(chunks)
+    z = torch.cat([torch.randn(min(cfg.batch_size, cfg.num_samples - start), generator.z_dim, generator=noise)
+                   for start in range(0, cfg.num_samples, cfg.batch_size)])
+    sample_labels = None
+    if labels is not None:  # num_samples per class, class after class, the same z for every class
+        sample_labels = labels.repeat_interleave(cfg.num_samples)
+        z = z.repeat(len(labels), 1)
+    elif is_conditional(generator):  # every class equally often
+        sample_labels = cycling_labels(cfg.num_samples, generator.num_classes)
+    samples = sample_in_batches(generator, z, sample_labels, cfg.batch_size, cfg.device)
     is_image = samples.dim() == 4
     array = to_uint8_hwc(samples, generator.output_range).numpy() if is_image else samples.numpy().astype(np.float32)
     output = Path(cfg.output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(output, array)
-    print(f"Wrote {len(array)} samples of shape {list(array.shape[1:])} ({array.dtype}) to {output}")
+    extra = {} if sample_labels is None else {"labels": sample_labels.numpy()}
+    np.savez(output, array, **extra)
+    print(f"Wrote {len(array)} samples of shape {list(array.shape[1:])} ({array.dtype}) to {output}"
+          + (" with their labels" if extra else ""))
     if cfg.grid:
         if not is_image:
             raise SystemExit("generate.py: grid= needs image samples; this model makes vectors.")
-        path = save_grid(samples[: cfg.grid_size], cfg.grid, generator.output_range)
+        if labels is not None:  # rows = the requested classes
+            columns = min(cfg.num_samples, max(1, cfg.grid_size // len(labels)))
+            picked = samples.view(len(labels), cfg.num_samples, *samples.shape[1:])[:, :columns].flatten(0, 1)
+            path = save_grid(picked, cfg.grid, generator.output_range, nrow=columns)
+        else:  # a conditional model's columns are its classes, as in training's sample grids
+            nrow = generator.num_classes if sample_labels is not None else 8
+            path = save_grid(samples[: cfg.grid_size], cfg.grid, generator.output_range, nrow=nrow)
         print(f"Wrote a grid of {min(cfg.grid_size, len(samples))} samples to {path}")
     return output
+
+
+def write_class_grid(cfg: DictConfig, generator: torch.nn.Module, labels: torch.Tensor | None) -> Path:
+    """The same z in every class: rows = z, columns = classes."""
+    classes = labels if labels is not None else torch.arange(generator.num_classes)
+    z = torch.randn(cfg.class_grid_rows, generator.z_dim, generator=torch.Generator().manual_seed(int(cfg.seed)))
+    samples = sample_in_batches(generator, z.repeat_interleave(len(classes), 0), classes.repeat(len(z)),
+                                cfg.batch_size, cfg.device)
+    require_images(samples, "class_grid")
+    path = save_grid(samples, cfg.class_grid, generator.output_range, nrow=len(classes))
+    print(f"Wrote {len(z)} latents x classes {classes.tolist()} to {path}")
+    return path
+
+
+def save_gif(frames: torch.Tensor, value_range, path: Path, duration_ms: int = 120) -> Path:
+    """An animated GIF of image frames (N, C, H, W), enlarged so small images stay visible."""
+    from PIL import Image
+
+    array = to_uint8_hwc(frames, value_range).numpy()
+    scale = max(1, 128 // array.shape[1])  # nearest-neighbour: 8x8 or 28x28 frames are unreadable as they are
+    images = [Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a).resize(
+        (a.shape[1] * scale, a.shape[0] * scale), Image.NEAREST) for a in array]
+    images[0].save(path, save_all=True, append_images=images[1:], duration=duration_ms, loop=0)
+    return path
+
+
+def write_interpolation(cfg: DictConfig, generator: torch.nn.Module, labels: torch.Tensor | None) -> Path:
+    latents = torch.stack([seed_latent(s, generator.z_dim) for s in cfg.interpolate])
+    path = interpolation_path(latents, int(cfg.steps), spherical=bool(cfg.slerp))  # (segments, steps, z_dim)
+    flat = path.flatten(0, 1)
+    samples = sample_in_batches(generator, flat, one_class(generator, labels, len(flat)), cfg.batch_size, cfg.device)
+    require_images(samples, "interpolate")
+    png = save_grid(samples, cfg.interpolation_output, generator.output_range, nrow=int(cfg.steps))
+    frames = animation_frames(samples.view(*path.shape[:2], *samples.shape[1:]))
+    gif = save_gif(frames, generator.output_range, png.with_suffix(".gif"))
+    kind = "spherical" if cfg.slerp else "linear"
+    print(f"Wrote the {kind} interpolation through seeds {list(cfg.interpolate)} to {png} and {gif} ({len(frames)} frames)")
+    return png
+
+
+def write_arithmetic(cfg: DictConfig, generator: torch.nn.Module, run_cfg: DictConfig,
+                     labels: torch.Tensor | None) -> Path:
+    from gan_modules.images import to_unit_range
+    from gan_modules.metrics.evaluation import FEATURE_NET_FOR
+    from gan_modules.metrics.features import load_feature_net
+
+    dataset = str(run_cfg.dataset._target_).rsplit(".", 1)[-1]
+    name = cfg.feature_net or FEATURE_NET_FOR.get(dataset)
+    if name is None:
+        raise SystemExit(f"generate.py: no shipped feature network fits {dataset}: set feature_net=NAME.")
+    net, _ = load_feature_net(name)
+    net.eval()
+
+    def classify(x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(net(to_unit_range(x, generator.output_range)), dim=1)
+
+    noise = torch.Generator().manual_seed(int(cfg.seed))
+    pool = torch.randn(cfg.arithmetic_pool, generator.z_dim, generator=noise)
+    samples = sample_in_batches(generator, pool, one_class(generator, labels, len(pool)), cfg.batch_size, cfg.device)
+    require_images(samples, "arithmetic")
+    a, b, c = (int(v) for v in cfg.arithmetic)
+    try:
+        exemplars = class_exemplars(pool, samples, classify, [a, b, c], int(cfg.arithmetic_exemplars))
+    except ValueError as err:
+        raise SystemExit(f"generate.py: {err}") from err
+    result = latent_arithmetic(exemplars[a], exemplars[b], exemplars[c])
+    # Each row: the exemplars, then their mean; the last row: the result and jittered copies of it.
+    rows = [torch.cat([exemplars[k], exemplars[k].mean(0, keepdim=True)]) for k in (a, b, c)]
+    jitter = 0.25 * torch.randn(cfg.arithmetic_exemplars, generator.z_dim, generator=noise)
+    rows.append(torch.cat([result[None], result + jitter]))
+    z = torch.cat(rows)
+    images = sample_in_batches(generator, z, one_class(generator, labels, len(z)), cfg.batch_size, cfg.device)
+    path = save_grid(images, cfg.arithmetic_output, generator.output_range, nrow=int(cfg.arithmetic_exemplars) + 1)
+    predicted = classify(images[-(cfg.arithmetic_exemplars + 1):]).argmax(1).tolist()
+    print(f"Wrote z({a}) - z({b}) + z({c}) to {path}; the feature network ({name}) reads the result row as {predicted}")
+    return path
 
 
 def main(argv: list[str] | None = None) -> Path:
