@@ -211,8 +211,9 @@ class NonFiniteGuard(pl.Callback):
     def _describe(self, pl_module: pl.LightningModule, bad_values: dict[str, float], outputs: Any) -> str:
         if bad_values:
             others = {k: v for k, v in (outputs or {}).items() if k not in bad_values and isinstance(v, (int, float))}
+            first = sorted(others, key=lambda k: (k not in ("d_loss", "g_loss", "loss"), list(others).index(k)))
             shown = ", ".join(f"{k}={v}" for k, v in bad_values.items())
-            context = ", ".join(f"{k}={v:.4g}" for k, v in list(others.items())[:4])
+            context = ", ".join(f"{k}={others[k]:.4g}" for k in first[:4])
             return f"{shown}" + (f" (with {context})" if context else "")
         names = nonfinite_weight_names(pl_module)
         return "the weights became NaN/Inf" + (f" ({', '.join(names)})" if names else "")
