@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -50,6 +51,9 @@ def parse_args(argv: list[str]) -> DictConfig:
         raise SystemExit("generate.py: give the checkpoint, e.g. checkpoint=logs/train/runs/<time>/checkpoints/last.ckpt")
     if cfg.num_samples < 1 or cfg.batch_size < 1:
         raise SystemExit("generate.py: num_samples and batch_size must be >= 1.")
+    for key in ("labels", "interpolate", "arithmetic"):
+        if cfg[key] is not None and not OmegaConf.is_list(cfg[key]):
+            raise SystemExit(f"generate.py: {key} takes a list, e.g. {key}=[1,2,3]; got {cfg[key]!r}.")
     chosen = [m for m in MODES if cfg[m] not in (None, False)]
     if len(chosen) > 1:
         raise SystemExit(f"generate.py: give one of {', '.join(chosen)} per call.")
@@ -149,7 +153,7 @@ def write_class_grid(cfg: DictConfig, generator: torch.nn.Module, labels: torch.
     return path
 
 
-def save_gif(frames: torch.Tensor, value_range, path: Path, duration_ms: int = 120) -> Path:
+def save_gif(frames: torch.Tensor, value_range: Sequence[float] | None, path: Path, duration_ms: int = 120) -> Path:
     """An animated GIF of image frames (N, C, H, W), enlarged so small images stay visible."""
     from PIL import Image
 
@@ -157,6 +161,8 @@ def save_gif(frames: torch.Tensor, value_range, path: Path, duration_ms: int = 1
     scale = max(1, 128 // array.shape[1])  # nearest-neighbour: 8x8 or 28x28 frames are unreadable as they are
     images = [Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a).resize(
         (a.shape[1] * scale, a.shape[0] * scale), Image.NEAREST) for a in array]
+    # Pillow merges identical consecutive frames (summing their durations): a path whose images do not
+    # change (an untrained or collapsed model) gives fewer frames than requested.
     images[0].save(path, save_all=True, append_images=images[1:], duration=duration_ms, loop=0)
     return path
 

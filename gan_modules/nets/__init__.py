@@ -2,5 +2,6 @@
 
 A generator has ``z_dim``, ``out_shape`` and ``output_range`` attributes and maps
 ``z: (B, z_dim)`` to samples ``(B, *out_shape)``. A discriminator maps samples to one raw score
-(logit) per sample, shape ``(B,)``.
+(logit) per sample, shape ``(B,)``. Conditional wrappers (``conditional.py``) carry ``num_classes``
+and take labels too: ``G(z, y)``, ``D(x, y)``.
 """
