@@ -106,12 +106,14 @@ def test_conditional_and_unconditional_nets_do_not_mix():
 # --- training ---------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def cgan_run(tmp_path_factory) -> Path:
-    """A tiny conditional DCGAN trained for 5 generator steps on the digits (with an EMA of G)."""
+    """A tiny conditional DCGAN trained for 5 generator steps on the digits (with an EMA of G), scored
+    by the quality callback on the way."""
     out = tmp_path_factory.mktemp("cgan")
-    cfg = compose_train([*FAST, *TINY_DIGITS, "debug=default", "model=cgan_dcgan", *TINY_CGAN,
-                         "module.ema_decay=0.9"], out)
+    cfg = compose_train([*FAST, *TINY_DIGITS, "debug=default", "model=cgan_dcgan", *TINY_CGAN, "module.ema_decay=0.9",
+                         "callbacks=quality", "callbacks.quality.every_n_steps=2", "callbacks.quality.num_samples=64",
+                         "callbacks.quality.num_real=64"], out)
     metrics = train(cfg)
-    assert metrics["generator_steps"] == 5
+    assert metrics["generator_steps"] == 5 and "quality/fid" in metrics
     return out
 
 
@@ -179,6 +181,13 @@ def test_generate_samples_the_requested_labels_in_order(cgan_run, tmp_path):
     assert data["labels"].tolist() == [0] * 4 + [3] * 4 + [7] * 4
     width, height = Image.open(tmp_path / "g.png").size
     assert (width, height) == (2 * 10 + 2, 3 * 10 + 2)  # rows = the 3 classes, grid_size // 3 = 2 columns
+
+
+def test_evaluate_scores_a_conditional_checkpoint_on_every_class(cgan_run):
+    from evaluate import samples_from_checkpoint
+
+    fake, _ = samples_from_checkpoint(str(cgan_run / "checkpoints" / "last.ckpt"), 30, seed=0)
+    assert fake.shape == (30, *SHAPE)
 
 
 def test_same_z_other_label_gives_other_images(cgan_run):
