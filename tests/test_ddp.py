@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,9 @@ def digest(tensors) -> str:
         h.update(t.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
 
+
+# Two processes on a 2-core machine: one torch thread each, or they spin against each other.
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 class RankReport(pl.Callback):
     """Test helper: each rank writes what it saw and where it ended to <dirpath>/rank<r>.json."""
@@ -49,7 +53,7 @@ def test_two_gloo_processes_train_in_lockstep(tmp_path):
     args = [sys.executable, "train.py", "trainer=ddp_cpu", *FAST, *TINY_DIGITS, "debug=default", "model=mlp_small",
             "max_generator_steps=6", f"hydra.run.dir={run_dir}",
             "+callbacks.report._target_=tests.test_ddp.RankReport", f"+callbacks.report.dirpath={tmp_path}"]
-    result = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=240)
+    result = subprocess.run(args, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr[-4000:]
     assert "distributed_backend=gloo" in result.stdout + result.stderr
     r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))

@@ -2,6 +2,7 @@
 launcher config composes."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -13,10 +14,13 @@ TINY = FAST + TINY_DIGITS + ["debug=default", "model=mlp_small", "callbacks.samp
                              "callbacks.training_plots=null"]
 
 
+# Two processes on a 2-core machine: one torch thread each, or they spin against each other.
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
 def test_two_trial_optuna_sweep_on_the_local_parallel_launcher(tmp_path):
     args = [sys.executable, "train.py", "hparams_search=optuna", "hydra.sweeper.n_trials=2", "hydra/launcher=local",
             "hydra.sweeper.n_jobs=2", *TINY, f"hydra.sweep.dir={tmp_path}"]
-    result = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=240)
+    result = subprocess.run(args, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr[-4000:]
     assert "Joblib.Parallel(n_jobs=2" in result.stderr + result.stdout
     jobs = sorted(p.name for p in tmp_path.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -40,7 +44,7 @@ def test_two_trial_optuna_sweep_on_the_local_parallel_launcher(tmp_path):
 def test_slurm_launcher_config_composes_with_one_job_per_run():
     result = subprocess.run([sys.executable, "train.py", "hydra/launcher=slurm", "hydra.launcher.partition=gpu",
                              "--cfg", "hydra", "--package", "hydra.launcher"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+                            cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     launcher = yaml.safe_load(result.stdout)  # the hydra.launcher package alone
     assert launcher["_target_"].endswith("submitit_launcher.SlurmLauncher")
