@@ -44,8 +44,8 @@ def parse_args(argv: list[str]) -> DictConfig:
 
 
 @torch.no_grad()
-def samples_from_checkpoint(path: str, n: int, seed: int) -> tuple[torch.Tensor, DictConfig]:
-    generator, run_cfg = load_generator(path)
+def samples_from_checkpoint(path: str, n: int, seed: int, trust: bool = False) -> tuple[torch.Tensor, DictConfig]:
+    generator, run_cfg = load_generator(path, trust=trust)
     noise = torch.Generator().manual_seed(seed)
     z = torch.cat([torch.randn(min(500, n - i), generator.z_dim, generator=noise) for i in range(0, n, 500)])
     # A conditional model is scored on every class equally often, as the test splits are balanced.
@@ -69,7 +69,7 @@ def samples_from_npz(path: str, n: int) -> torch.Tensor:
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if cfg.checkpoint is not None:
-        fake, run_cfg = samples_from_checkpoint(cfg.checkpoint, cfg.num_samples, cfg.seed)
+        fake, run_cfg = samples_from_checkpoint(cfg.checkpoint, cfg.num_samples, cfg.seed, bool(cfg.trust_checkpoint))
         data_cfg = dataset_config(cfg.dataset) if cfg.dataset else run_cfg.dataset
     else:
         fake, data_cfg = samples_from_npz(cfg.samples, cfg.num_samples), dataset_config(cfg.dataset)

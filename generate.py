@@ -96,7 +96,7 @@ def require_images(samples: torch.Tensor, what: str) -> None:
 @torch.no_grad()
 def generate(cfg: DictConfig) -> Path:
     """Run the mode the options ask for; returns the main file written."""
-    generator, run_cfg = load_generator(cfg.checkpoint)
+    generator, run_cfg = load_generator(cfg.checkpoint, trust=bool(cfg.trust_checkpoint))
     generator.to(cfg.device)
     labels = requested_labels(cfg, generator)
     if cfg.interpolate is not None:

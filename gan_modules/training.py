@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from gan_modules.build import build_module, is_autoencoder, validate_setup
 from gan_modules.callbacks.run_config import RunConfigInCheckpoint
+from gan_modules.checkpoints import load_checkpoint
 from gan_modules.validation import validate_config
 
 log = logging.getLogger(__name__)
@@ -29,9 +30,12 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
         return None
     if ckpt_path == "auto":
         last = output_dir / "checkpoints" / "last.ckpt"
-        return str(last) if last.is_file() else None
-    if not Path(ckpt_path).is_file():
+        if not last.is_file():
+            return None
+        ckpt_path = str(last)
+    elif not Path(ckpt_path).is_file():
         raise FileNotFoundError(f"ckpt_path={ckpt_path} does not exist: give the path of a .ckpt file, or 'auto'.")
+    load_checkpoint(ckpt_path)  # a truncated, corrupt or foreign file: a clear error before any work
     return str(ckpt_path)
 
 
