@@ -31,9 +31,12 @@ RECIPES = {
 COLUMNS = ("fid", "kid", "precision", "recall", "coverage", "classes_covered", "class_kl")
 
 
-def run_one(recipe: str, seed: int, epochs: int, num_samples: int, extra: list[str]) -> dict:
+def run_one(recipe: str, seed: int, epochs: int, num_samples: int, extra: list[str],
+            recipe_overrides: list[str] | None = None) -> dict:
+    """Train ``recipe`` (a RECIPES name, or any name with ``recipe_overrides``), score it, record it."""
     run_dir = RESULTS / "runs" / f"{recipe}_e{epochs}_s{seed}"
-    overrides = [*RECIPES[recipe], *extra, f"seed={seed}", f"trainer.max_epochs={epochs}",
+    recipe_overrides = RECIPES[recipe] if recipe_overrides is None else recipe_overrides
+    overrides = [*recipe_overrides, *extra, f"seed={seed}", f"trainer.max_epochs={epochs}",
                  "callbacks.progress_bar=null", "trainer.enable_progress_bar=false",
                  "callbacks.samples.every_n_steps=1000000", f"hydra.run.dir={run_dir}"]
     start = time.time()

@@ -22,8 +22,8 @@ RESULTS = ROOT / "benchmarks" / "results"
 NUM_MODES = {"ring": 8, "grid": 25}
 
 
-def run_one(data: str, loss: str, seed: int, extra: list[str]) -> dict:
-    run_dir = RESULTS / "runs" / f"toy_{data}_{loss}_s{seed}"
+def run_one(data: str, loss: str, seed: int, extra: list[str], tag: str = "") -> dict:
+    run_dir = RESULTS / "runs" / f"toy_{data}_{loss}{tag}_s{seed}"
     overrides = [f"experiment=toy_{data}", f"loss={loss}", *extra, f"seed={seed}", "callbacks.progress_bar=null",
                  "trainer.enable_progress_bar=false", f"hydra.run.dir={run_dir}"]
     start = time.time()
