@@ -1,0 +1,93 @@
+"""Does a conditional GAN draw the class it is asked for? Train a conditional model on Fashion-MNIST,
+sample N images per class, and report how often the shipped feature network (not Inception)
+classifies each row of the class grid as the requested class.
+
+    python benchmarks/conditional.py --model cgan_dcgan --seeds 0 1 2 --epochs 1
+
+Appends one JSON line per run to benchmarks/results/conditional.jsonl and prints a markdown table
+(per-class accuracy, its minimum over classes, and the mean) with the median over seeds.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def class_accuracy(checkpoint: Path, per_class: int, seed: int) -> list[float]:
+    """For each class k: the share of ``per_class`` samples G(z, k) that the feature network calls k."""
+    from gan_modules.checkpoints import load_generator
+    from gan_modules.images import to_unit_range
+    from gan_modules.metrics.evaluation import embed
+    from gan_modules.metrics.features import load_feature_net
+    from gan_modules.sampling import sample_in_batches
+
+    generator, _ = load_generator(checkpoint)
+    net, _ = load_feature_net("fashion_mnist")
+    num_classes = int(generator.num_classes)
+    z = torch.randn(per_class * num_classes, generator.z_dim, generator=torch.Generator().manual_seed(seed))
+    labels = torch.arange(num_classes).repeat_interleave(per_class)
+    images = to_unit_range(sample_in_batches(generator, z, labels), generator.output_range)
+    images = (images * 255).round() / 255  # the uint8 quantisation generate.py's npz goes through
+    _, probs = embed(net, images)
+    hits = (probs.argmax(dim=1) == labels).float().view(num_classes, per_class)
+    return hits.mean(dim=1).tolist()
+
+
+def run_one(model: str, seed: int, epochs: int, per_class: int) -> dict:
+    run_dir = RESULTS / "runs" / f"{model}_e{epochs}_s{seed}"
+    overrides = [f"model={model}", f"seed={seed}", f"trainer.max_epochs={epochs}", "callbacks.progress_bar=null",
+                 "trainer.enable_progress_bar=false", f"hydra.run.dir={run_dir}"]
+    start = time.time()
+    subprocess.run([sys.executable, "train.py", *overrides], cwd=ROOT, check=True, capture_output=True)
+    seconds = time.time() - start
+    accuracy = class_accuracy(run_dir / "checkpoints" / "last.ckpt", per_class, seed)
+    record = {"model": model, "seed": seed, "epochs": epochs, "train_seconds": round(seconds, 1),
+              "overrides": overrides[:-1], "per_class": per_class, "class_accuracy": accuracy,
+              "feature_net": "fashion_mnist (own classifier, not Inception)", "date": date.today().isoformat()}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    with open(RESULTS / "conditional.jsonl", "a") as f:
+        f.write(json.dumps(record) + "\n")
+    return record
+
+
+def table(records: list[dict]) -> str:
+    num_classes = len(records[0]["class_accuracy"])
+    lines = ["| model | epochs | seeds | " + " | ".join(f"class {k}" for k in range(num_classes)) + " | min | mean |",
+             "|---|---|---|" + "---|" * (num_classes + 2)]
+    groups: dict[tuple[str, int], list[dict]] = {}
+    for r in records:
+        groups.setdefault((r["model"], r["epochs"]), []).append(r)
+    for (model, epochs), rs in groups.items():
+        per_class = [statistics.median(r["class_accuracy"][k] for r in rs) for k in range(num_classes)]
+        worst = statistics.median(min(r["class_accuracy"]) for r in rs)
+        mean = statistics.median(statistics.mean(r["class_accuracy"]) for r in rs)
+        cells = " | ".join(f"{100 * a:.0f} %" for a in per_class)
+        lines.append(f"| {model} | {epochs} | {len(rs)} | {cells} | {100 * worst:.0f} % | {100 * mean:.1f} % |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", nargs="+", default=["cgan_dcgan"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--per-class", type=int, default=1000)
+    args = parser.parse_args()
+    records = [run_one(m, s, args.epochs, args.per_class) for m in args.model for s in args.seeds]
+    print(table(records))
+
+
+if __name__ == "__main__":
+    main()
