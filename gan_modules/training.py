@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -59,9 +60,26 @@ def trainer_length(cfg: DictConfig) -> dict[str, Any]:
     return {"max_steps": int(steps) * per_step, "max_epochs": -1}
 
 
+def warn_ignored_gan_overrides(cfg: DictConfig) -> None:
+    """An autoencoder trains with ``model.system``: say so when the command line set the GAN-only groups."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not is_autoencoder(cfg) or not HydraConfig.initialized():
+        return
+    ignored = [o for o in HydraConfig.get().overrides.task
+               if o.lstrip("+~").split("=", 1)[0].split(".")[0] in ("loss", "optimizer", "module", "scheduler")]
+    if ignored:
+        warnings.warn(
+            f"{', '.join(ignored)}: an autoencoder ignores the GAN groups loss, optimizer, module and scheduler; "
+            "set its training under model.system (e.g. model.system.optimizer.lr=3e-4).",
+            stacklevel=2,
+        )
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Train the configured GAN; returns the final logged metrics."""
     validate_config(cfg)  # config combinations that cannot work, before any data or network
+    warn_ignored_gan_overrides(cfg)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
