@@ -12,17 +12,14 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from gan_modules.build import is_autoencoder
+
 GAN_METRICS = ("d_loss", "g_loss", "d_real", "d_fake", "d_acc_real", "d_acc_fake", "gradient_penalty",
                "generator_steps")
 
 
 class ConfigError(ValueError):
     """A config that cannot work; the message names the keys and the fix."""
-
-
-def _is_gan(cfg: DictConfig) -> bool:
-    # Autoencoder model configs carry their own training system (``model.system``).
-    return "system" not in (cfg.get("model") or {})
 
 
 def _strategy_name(strategy: Any) -> str:
@@ -42,7 +39,7 @@ def _callback_targets(cfg: DictConfig) -> list[str]:
 def validate_config(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` (or warn) for config combinations that cannot work as meant."""
     trainer = cfg.get("trainer") or {}
-    gan = _is_gan(cfg)
+    gan = not is_autoencoder(cfg)
 
     # Training length asked for twice: train.py would silently replace trainer.max_steps.
     max_steps = trainer.get("max_steps")
@@ -82,14 +79,6 @@ def validate_config(cfg: DictConfig) -> None:
                 f"trainer.strategy={strategy} (DDP) cannot train a GAN: each phase leaves the other network's "
                 "parameters unused, which plain DDP rejects at the first step. Use trainer=ddp (strategy "
                 "ddp_find_unused_parameters_true), or trainer=ddp_cpu on the CPU."
-            )
-        precision = str(trainer.get("precision", ""))
-        loss = cfg.get("loss") or {}
-        if precision.startswith("16") and float(loss.get("gp_weight", 0) or 0) > 0:
-            warnings.warn(
-                f"trainer.precision={precision} with a gradient penalty: the penalty's double backward runs "
-                "under fp16 autocast and overflows easily. Prefer trainer.precision=bf16-mixed.",
-                stacklevel=2,
             )
 
     # The metric a sweeper optimises must be one the run produces.

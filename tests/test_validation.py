@@ -54,11 +54,6 @@ def test_working_configs_pass(tmp_path, overrides):
     validate_config(compose_train(overrides, tmp_path))
 
 
-def test_fp16_with_a_gradient_penalty_warns(tmp_path):
-    with pytest.warns(UserWarning, match="bf16-mixed"):
-        validate_config(compose_train(["loss=wgan_gp", "trainer.precision=16-mixed"], tmp_path))
-
-
 def test_gan_only_checks_leave_autoencoders_alone():
     validate_config(OmegaConf.create({"model": {"system": {}}, "trainer": {"gradient_clip_val": 1.0, "devices": 2}}))
 

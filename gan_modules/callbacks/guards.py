@@ -42,6 +42,8 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
+from gan_modules.callbacks.samples import training_steps
+
 log = logging.getLogger(__name__)
 
 # Losses whose generator loss has no fixed level (an unbounded critic score): its size means nothing.
@@ -54,14 +56,6 @@ class NonFiniteTrainingError(RuntimeError):
 
 class TrainingHealthWarning(UserWarning):
     """A sign that GAN training is failing (collapse, divergence); training goes on."""
-
-
-def generator_step(trainer: pl.Trainer | None, pl_module: pl.LightningModule) -> int:
-    """The module's generator-step counter (already advanced for the step just run), else the batch count."""
-    steps = getattr(pl_module, "generator_steps", None)
-    if steps is not None:
-        return int(steps)
-    return int(trainer.fit_loop.total_batch_idx) + 1 if trainer is not None else 0
 
 
 def nonfinite_values(outputs: Any) -> dict[str, float]:
@@ -177,7 +171,7 @@ class NonFiniteGuard(pl.Callback):
 
     # --- the check after every step ---------------------------------------------------------
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, *args: Any) -> None:
-        step = generator_step(trainer, pl_module)
+        step = training_steps(trainer, pl_module)
         bad_values = nonfinite_values(outputs)
         every = self.check_weights_every_n_steps
         check_weights = self.on_nan == "skip" or (every > 0 and step % every == 0)
@@ -204,7 +198,7 @@ class NonFiniteGuard(pl.Callback):
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
         # Runs while the checkpoint is being assembled, before anything is written: never save NaN weights.
         if not weights_are_finite(pl_module):
-            step = generator_step(trainer, pl_module)
+            step = training_steps(trainer, pl_module)
             what = self._describe(pl_module, {}, None) + " (caught as a checkpoint was about to be written: it was not written)"
             raise NonFiniteTrainingError(self._stop_message(trainer, pl_module, step, what))
 
@@ -338,4 +332,4 @@ class CollapseWatch(pl.Callback):
         if not trainer.is_global_zero or not isinstance(outputs, Mapping):
             return
         metrics = {k: float(v) for k, v in outputs.items() if isinstance(v, (int, float))}
-        self.observe(generator_step(trainer, pl_module), metrics)
+        self.observe(training_steps(trainer, pl_module), metrics)

@@ -12,10 +12,12 @@ from gan_modules.images import log_image_file, save_grid
 from gan_modules.nets.conditional import cycling_labels, generate
 
 
-def training_steps(trainer: pl.Trainer, pl_module: pl.LightningModule) -> int:
+def training_steps(trainer: pl.Trainer | None, pl_module: pl.LightningModule) -> int:
     """Generator steps for a GAN (Lightning's global_step counts D steps too); batches for an autoencoder."""
     steps = getattr(pl_module, "generator_steps", None)
-    return int(steps) if steps is not None else int(trainer.global_step)
+    if steps is not None:
+        return int(steps)
+    return int(trainer.global_step) if trainer is not None else 0
 
 
 class SampleGrid(pl.Callback):
