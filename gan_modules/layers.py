@@ -1,14 +1,18 @@
-"""Layers shared by the networks: discriminator stabilisers that look across the batch.
+"""Layers shared by the networks.
 
-Both layers let D compare a sample with the other samples of its batch, so that a generator that
-collapses onto a few modes (a batch of near-identical fakes) becomes easy to spot. GANModule sends
-real and fake batches through D separately, so each layer sees an all-real or an all-fake batch.
+* Discriminator stabilisers that look across the batch (minibatch discrimination, minibatch
+  standard deviation): they let D compare a sample with the other samples of its batch, so that a
+  generator that collapses onto a few modes becomes easy to spot. GANModule sends real and fake
+  batches through D separately, so each layer sees an all-real or an all-fake batch.
+* The ProGAN / StyleGAN building blocks (Karras et al. 2018, 2019): equalized-learning-rate linear
+  and conv layers, pixel-wise feature normalisation, noise injection, AdaIN, a learned constant.
 """
 from __future__ import annotations
 
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -96,3 +100,112 @@ def apply_spectral_norm(module: nn.Module) -> nn.Module:
         if isinstance(m, layers):
             nn.utils.parametrizations.spectral_norm(m)
     return module
+
+
+# --- ProGAN / StyleGAN ------------------------------------------------------------------------
+class EqualizedLinear(nn.Module):
+    """A linear layer with an equalized learning rate (ProGAN, section 4.1).
+
+    The stored weight is drawn from N(0, 1) and multiplied at run time by the He constant
+    ``gain / sqrt(fan_in)``, so Adam's scale-free updates move every layer at the same relative
+    speed. ``lr_multiplier`` scales the effective learning rate (StyleGAN's mapping network uses
+    0.01): the stored weight is N(0, 1 / lr_multiplier^2) and the run-time scale is multiplied by
+    it, so the effective weight starts at the He scale but each update moves it lr_multiplier as far.
+    ``bias_init`` is the effective initial bias.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, gain: float = math.sqrt(2.0),
+                 lr_multiplier: float = 1.0, bias_init: float = 0.0) -> None:
+        super().__init__()
+        if lr_multiplier <= 0:
+            raise ValueError(f"lr_multiplier must be positive, got {lr_multiplier}.")
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        self.lr_multiplier = float(lr_multiplier)
+        self.weight = nn.Parameter(torch.randn(self.out_features, self.in_features) / self.lr_multiplier)
+        self.bias = nn.Parameter(torch.full((self.out_features,), bias_init / self.lr_multiplier)) if bias else None
+        self.weight_scale = gain * self.lr_multiplier / math.sqrt(self.in_features)
+
+    def forward(self, x: Tensor) -> Tensor:
+        bias = None if self.bias is None else self.bias * self.lr_multiplier
+        return F.linear(x, self.weight * self.weight_scale, bias)
+
+    def extra_repr(self) -> str:
+        return f"{self.in_features} -> {self.out_features}, lr_multiplier={self.lr_multiplier:g}"
+
+
+class EqualizedConv2d(nn.Module):
+    """A conv layer with an equalized learning rate: N(0, 1) weights scaled by ``gain / sqrt(fan_in)``
+    at run time, ``fan_in = in_channels * kernel_size^2``; "same" padding for odd kernels by default."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, padding: int | None = None,
+                 bias: bool = True, gain: float = math.sqrt(2.0)) -> None:
+        super().__init__()
+        self.in_channels, self.out_channels, self.kernel_size = int(in_channels), int(out_channels), int(kernel_size)
+        self.padding = self.kernel_size // 2 if padding is None else int(padding)
+        self.weight = nn.Parameter(torch.randn(self.out_channels, self.in_channels, self.kernel_size, self.kernel_size))
+        self.bias = nn.Parameter(torch.zeros(self.out_channels)) if bias else None
+        self.weight_scale = gain / math.sqrt(self.in_channels * self.kernel_size**2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.conv2d(x, self.weight * self.weight_scale, self.bias, padding=self.padding)
+
+    def extra_repr(self) -> str:
+        return f"{self.in_channels} -> {self.out_channels}, kernel_size={self.kernel_size}, padding={self.padding}"
+
+
+class PixelNorm(nn.Module):
+    """Pixel-wise feature vector normalisation (ProGAN, section 4.2): each pixel's feature vector
+    (dim 1) is scaled to unit root-mean-square, which keeps G's signal magnitudes from escalating."""
+
+    def __init__(self, eps: float = 1e-8) -> None:
+        super().__init__()
+        self.eps = float(eps)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * torch.rsqrt(x.pow(2).mean(dim=1, keepdim=True) + self.eps)
+
+
+class NoiseInjection(nn.Module):
+    """StyleGAN's per-pixel noise: one N(0, 1) image per sample, broadcast over channels and scaled
+    by a learned per-channel factor (initialised to 0, so training decides how much noise to use)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(int(channels)))
+
+    def forward(self, x: Tensor, noise: Tensor | None = None) -> Tensor:
+        """``noise``: ``(B, 1, H, W)`` to use fixed noise; None draws fresh noise."""
+        if noise is None:
+            noise = torch.randn(x.shape[0], 1, x.shape[2], x.shape[3], device=x.device, dtype=x.dtype)
+        return x + self.weight.view(1, -1, 1, 1) * noise
+
+
+class AdaIN(nn.Module):
+    """Adaptive instance normalisation (StyleGAN): each channel of each sample is normalised to zero
+    mean and unit variance, then scaled and shifted by the style ``A(w)``, a learned affine map of w
+    (initialised so that the scale starts at 1 and the shift at 0)."""
+
+    def __init__(self, channels: int, w_dim: int, eps: float = 1e-8) -> None:
+        super().__init__()
+        self.channels, self.eps = int(channels), float(eps)
+        self.style = EqualizedLinear(w_dim, 2 * self.channels, gain=1.0)
+        with torch.no_grad():
+            self.style.bias[: self.channels].fill_(1.0)
+
+    def forward(self, x: Tensor, w: Tensor) -> Tensor:
+        scale, shift = self.style(w).view(-1, 2 * self.channels, 1, 1).chunk(2, dim=1)
+        x = x - x.mean(dim=(2, 3), keepdim=True)
+        x = x * torch.rsqrt(x.pow(2).mean(dim=(2, 3), keepdim=True) + self.eps)
+        return x * scale + shift
+
+
+class ConstantInput(nn.Module):
+    """StyleGAN's learned constant: the synthesis network starts from this ``(channels, size, size)``
+    tensor, the same for every sample, instead of from the latent code."""
+
+    def __init__(self, channels: int, size: int = 4) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(1, int(channels), int(size), int(size)))
+
+    def forward(self, batch_size: int) -> Tensor:
+        return self.weight.expand(batch_size, -1, -1, -1)
