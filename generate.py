@@ -10,6 +10,18 @@ float32 N x D for vector data. Controllable generation (options in conf/generate
     python generate.py checkpoint=... class_grid=classes.png                     # conditional: same z, every class
     python generate.py checkpoint=... interpolate=[1,2,3] steps=8 slerp=true     # PNG grid + GIF
     python generate.py checkpoint=... arithmetic=[7,1,4]                          # mean z(7) - z(1) + z(4)
+
+Style-based generators (model=stylegan) also take:
+
+    python generate.py checkpoint=... truncation_psi=0.7 grid=g.png     # truncation trick for any mode drawing z
+    python generate.py checkpoint=... style_mixing=mixing.png           # rows: coarse styles, columns: fine
+    python generate.py checkpoint=... truncation_sweep=psi.png          # rows: seeds, columns: psis
+
+The style-mixing grid's first row shows the column sources (seeds ``style_mixing_columns``), its first
+column the row sources (``style_mixing_rows``); cell (i, j) takes the first ``style_mixing_crossover``
+styles (default: the 4x4 and 8x8 blocks') from row i and the rest from column j. The truncation sweep
+renders each of ``truncation_seeds`` at every psi of ``truncation_psis`` (psi 0: the mean image). Both
+draw every cell with the same noise (``style_noise``: fixed from ``seed``, or none).
 """
 from __future__ import annotations
 
@@ -33,8 +45,9 @@ from gan_modules.sampling import (
     sample_in_batches,
     seed_latent,
 )
+from gan_modules.style_sampling import NOISE_CHOICES, Truncated, style_mixing_grid, truncation_sweep_grid
 
-MODES = ("interpolate", "arithmetic", "class_grid")
+MODES = ("interpolate", "arithmetic", "class_grid", "style_mixing", "truncation_sweep")
 
 DEFAULTS = Path(__file__).resolve().parent / "conf" / "generate.yaml"
 
@@ -51,7 +64,8 @@ def parse_args(argv: list[str]) -> DictConfig:
         raise SystemExit("generate.py: give the checkpoint, e.g. checkpoint=logs/train/runs/<time>/checkpoints/last.ckpt")
     if cfg.num_samples < 1 or cfg.batch_size < 1:
         raise SystemExit("generate.py: num_samples and batch_size must be >= 1.")
-    for key in ("labels", "interpolate", "arithmetic"):
+    for key in ("labels", "interpolate", "arithmetic", "style_mixing_rows", "style_mixing_columns",
+                "truncation_seeds", "truncation_psis"):
         if cfg[key] is not None and not OmegaConf.is_list(cfg[key]):
             raise SystemExit(f"generate.py: {key} takes a list, e.g. {key}=[1,2,3]; got {cfg[key]!r}.")
     chosen = [m for m in MODES if cfg[m] not in (None, False)]
@@ -63,6 +77,13 @@ def parse_args(argv: list[str]) -> DictConfig:
         raise SystemExit("generate.py: arithmetic needs three classes [a,b,c] (a - b + c) and arithmetic_exemplars >= 1.")
     if cfg.labels is not None and len(cfg.labels) == 0:
         raise SystemExit("generate.py: labels must list at least one class, e.g. labels=[0,3,7].")
+    for key in ("style_mixing_rows", "style_mixing_columns", "truncation_seeds", "truncation_psis"):
+        if not cfg[key]:
+            raise SystemExit(f"generate.py: {key} must list at least one value, e.g. {key}=[1,2,3].")
+    if cfg.style_noise not in NOISE_CHOICES:
+        raise SystemExit(f"generate.py: style_noise must be one of {', '.join(NOISE_CHOICES)}; got {cfg.style_noise!r}.")
+    if cfg.truncation_sweep and cfg.truncation_psi != 1.0:
+        raise SystemExit("generate.py: truncation_sweep takes its psis from truncation_psis=[...]; leave truncation_psi at 1.")
     return cfg
 
 
@@ -99,6 +120,15 @@ def generate(cfg: DictConfig) -> Path:
     generator, run_cfg = load_generator(cfg.checkpoint, trust=bool(cfg.trust_checkpoint))
     generator.to(cfg.device)
     labels = requested_labels(cfg, generator)
+    try:
+        if cfg.style_mixing:
+            return write_style_mixing(cfg, generator)
+        if cfg.truncation_sweep:
+            return write_truncation_sweep(cfg, generator)
+        if cfg.truncation_psi != 1.0:  # every mode below samples through G(z)
+            generator = Truncated(generator, float(cfg.truncation_psi))
+    except ValueError as err:
+        raise SystemExit(f"generate.py: {err}") from err
     if cfg.interpolate is not None:
         return write_interpolation(cfg, generator, labels)
     if cfg.arithmetic is not None:
@@ -216,6 +246,23 @@ def write_arithmetic(cfg: DictConfig, generator: torch.nn.Module, run_cfg: DictC
     path = save_grid(images, cfg.arithmetic_output, generator.output_range, nrow=int(cfg.arithmetic_exemplars) + 1)
     predicted = classify(images[-(cfg.arithmetic_exemplars + 1):]).argmax(1).tolist()
     print(f"Wrote z({a}) - z({b}) + z({c}) to {path}; the feature network ({name}) reads the result row as {predicted}")
+    return path
+
+
+def write_style_mixing(cfg: DictConfig, generator: torch.nn.Module) -> Path:
+    rows, columns = [int(s) for s in cfg.style_mixing_rows], [int(s) for s in cfg.style_mixing_columns]
+    images, nrow = style_mixing_grid(generator, rows, columns, cfg.style_mixing_crossover, float(cfg.truncation_psi),
+                                     cfg.style_noise, int(cfg.seed))
+    path = save_grid(images, cfg.style_mixing, generator.output_range, nrow=nrow)
+    print(f"Wrote the style mixing of row seeds {rows} (coarse styles) with column seeds {columns} (fine) to {path}")
+    return path
+
+
+def write_truncation_sweep(cfg: DictConfig, generator: torch.nn.Module) -> Path:
+    seeds, psis = [int(s) for s in cfg.truncation_seeds], [float(p) for p in cfg.truncation_psis]
+    images, nrow = truncation_sweep_grid(generator, seeds, psis, cfg.style_noise, int(cfg.seed))
+    path = save_grid(images, cfg.truncation_sweep, generator.output_range, nrow=nrow)
+    print(f"Wrote seeds {seeds} (rows) at truncation psi {psis} (columns) to {path}")
     return path
 
 
