@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 
@@ -109,6 +111,10 @@ class GANDataModule(pl.LightningDataModule):
         self.train_dataset: Dataset | None = None
         self.val_dataset: Dataset | None = None
         self.test_dataset: Dataset | None = None
+        # Progressive growing (callbacks/progressive.py): serve images at this resolution, the
+        # newest resolution faded in by this alpha. None: the full size.
+        self.resolution: int | None = None
+        self.fade_alpha = 1.0
 
     # --- metadata, available before setup -------------------------------
     @property
@@ -149,6 +155,35 @@ class GANDataModule(pl.LightningDataModule):
                 f"differs from the real sample shape {list(real)} of {type(self).__name__}; "
                 f"change {self._shape_hint} or dataset.shape so that they agree"
             )
+
+    # --- progressive growing ------------------------------------------------
+    def set_progress(self, resolution: int, alpha: float = 1.0, batch_size: int | None = None) -> None:
+        """Serve ``resolution`` x ``resolution`` images from now on (the data's size must be that
+        times a power of two), blended as ProGAN does while a stage fades in: ``lerp(upsample(
+        downsample(x)), x, alpha)``, so the reals D sees change as smoothly as the fakes. A new
+        ``batch_size`` takes effect when the training loader is next built."""
+        if not self.is_image:
+            raise ValueError(f"Progressive growing needs image data; {type(self).__name__} serves vectors.")
+        full = self.sample_shape[-1]
+        if resolution > full or full % resolution or (full // resolution) & (full // resolution - 1):
+            raise ValueError(f"Cannot serve {resolution}x{resolution} images from {full}x{full} data: the data's "
+                             "size must be the resolution times a power of two (e.g. dataset.image_size=32).")
+        self.resolution, self.fade_alpha = int(resolution), float(alpha)
+        if batch_size is not None:
+            self.batch_size = check_int("batch_size", batch_size, 1)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Downsample image batches to the progressive-growing resolution, on the device."""
+        full = self.sample_shape[-1]
+        if self.resolution is None or (self.resolution == full and self.fade_alpha == 1.0):
+            return batch
+        x, *rest = batch
+        if self.resolution < full:
+            x = F.avg_pool2d(x, full // self.resolution)
+        if self.fade_alpha < 1.0:
+            coarse = F.interpolate(F.avg_pool2d(x, 2), scale_factor=2, mode="nearest")
+            x = torch.lerp(coarse, x, self.fade_alpha)
+        return (x, *rest)
 
     # --- loading --------------------------------------------------------
     def _load(self) -> None:

@@ -28,7 +28,7 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
-from gan_modules.losses import GANLoss, gradient_penalty, r1_penalty
+from gan_modules.losses import GANLoss, drift_penalty, gradient_penalty, r1_penalty
 from gan_modules.nets.conditional import conditioning_classes, discriminate, generate
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
@@ -92,6 +92,9 @@ class GANModule(pl.LightningModule):
         # D sees it; callbacks register theirs in ``setup`` (the replay buffer swaps in old fakes).
         # The generator step never goes through them.
         self.fake_hooks: list[FakeHook] = []
+        # Set by a callback that needs a new data loader now (progressive growing at a new batch
+        # size): the next batch is skipped and the epoch ends, so Lightning rebuilds the loader.
+        self.end_epoch_early = False
 
     @property
     def z_dim(self) -> int:
@@ -119,6 +122,12 @@ class GANModule(pl.LightningModule):
             ema.copy_(live)  # BatchNorm statistics are taken as they are
 
     # --- training ---------------------------------------------------------------------------
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> int | None:
+        if self.end_epoch_early:
+            self.end_epoch_early = False
+            return -1  # Lightning's signal to end the epoch here
+        return None
+
     def training_step(self, batch: Any, batch_idx: int) -> dict[str, float]:
         real = batch[0] if isinstance(batch, (tuple, list)) else batch
         labels = batch[1] if self.num_classes is not None else None  # fakes share the real labels
@@ -160,6 +169,10 @@ class GANModule(pl.LightningModule):
                     r1 = r1_penalty(self._critic(labels), real)
                     total = total + self.loss.r1_weight * r1
                     stats["r1_penalty"] = r1.detach()
+                if self.loss.drift_weight > 0:
+                    drift = drift_penalty(real_logits)
+                    total = total + self.loss.drift_weight * drift
+                    stats["drift_penalty"] = drift.detach()
                 opt_d.zero_grad(set_to_none=True)
                 self.manual_backward(total)
                 if self.grad_clip_d is not None:

@@ -91,6 +91,12 @@ def r1_penalty(discriminator: nn.Module, real: Tensor) -> Tensor:
     return grad.flatten(1).pow(2).sum(1).mean()
 
 
+def drift_penalty(real_logits: Tensor) -> Tensor:
+    """ProGAN's drift term E[D(x)^2] on real samples: keeps a Wasserstein critic's output near 0
+    (the loss itself only fixes differences between outputs). The paper weights it by 0.001."""
+    return real_logits.pow(2).mean()
+
+
 @dataclass(frozen=True)
 class LossPair:
     d_loss: Callable[[Tensor, Tensor], Tensor]
@@ -120,6 +126,7 @@ class GANLoss:
         clip_value: clip every D weight to [-c, c] after each D step (original WGAN); None disables.
         r1_weight: weight of the R1 penalty on real data, ``r1_weight * r1_penalty`` (0 disables it);
             this is gamma / 2 in Mescheder et al.'s notation. Works with any ``kind``.
+        drift_weight: weight of ProGAN's drift term on D's real outputs (0 disables it; the paper: 0.001).
     """
 
     def __init__(
@@ -128,6 +135,7 @@ class GANLoss:
         gp_weight: float = 0.0,
         clip_value: float | None = None,
         r1_weight: float = 0.0,
+        drift_weight: float = 0.0,
     ) -> None:
         if kind not in LOSSES:
             raise ValueError(f"Unknown loss kind {kind!r}: choose one of {sorted(LOSSES)} (config key loss.kind).")
@@ -135,6 +143,8 @@ class GANLoss:
             raise ValueError(f"loss.gp_weight must be >= 0, got {gp_weight}.")
         if r1_weight < 0:
             raise ValueError(f"loss.r1_weight must be >= 0, got {r1_weight}.")
+        if drift_weight < 0:
+            raise ValueError(f"loss.drift_weight must be >= 0, got {drift_weight}.")
         if clip_value is not None and clip_value <= 0:
             raise ValueError(f"loss.clip_value must be positive or null, got {clip_value}.")
         self.kind = kind
@@ -142,6 +152,7 @@ class GANLoss:
         self.gp_weight = float(gp_weight)
         self.clip_value = clip_value
         self.r1_weight = float(r1_weight)
+        self.drift_weight = float(drift_weight)
 
     def d_loss(self, real_logits: Tensor, fake_logits: Tensor) -> Tensor:
         return self.pair.d_loss(real_logits, fake_logits)
@@ -162,5 +173,5 @@ class GANLoss:
     def __repr__(self) -> str:
         return (
             f"GANLoss(kind={self.kind!r}, gp_weight={self.gp_weight}, clip_value={self.clip_value}, "
-            f"r1_weight={self.r1_weight})"
+            f"r1_weight={self.r1_weight}, drift_weight={self.drift_weight})"
         )

@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 from gan_modules.build import is_autoencoder
 
 GAN_METRICS = ("d_loss", "g_loss", "d_real", "d_fake", "d_acc_real", "d_acc_fake", "gradient_penalty",
-               "generator_steps")
+               "r1_penalty", "drift_penalty", "generator_steps", "resolution", "alpha", "kimg")
 
 
 class ConfigError(ValueError):
