@@ -67,6 +67,15 @@ def samples_from_npz(path: str, n: int) -> torch.Tensor:
     return torch.from_numpy(array.astype(np.float32))
 
 
+def center_crop(images: torch.Tensor, size: int) -> torch.Tensor:
+    """The central ``size`` x ``size`` pixels: undoes the padding of e.g. 28x28 data served at 32x32."""
+    height, width = images.shape[-2:]
+    if not 0 < size <= min(height, width):
+        raise SystemExit(f"evaluate.py: crop={size} does not fit {height}x{width} samples")
+    top, left = (height - size) // 2, (width - size) // 2
+    return images[..., top:top + size, left:left + size]
+
+
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if cfg.checkpoint is not None:
         fake, run_cfg = samples_from_checkpoint(cfg.checkpoint, cfg.num_samples, cfg.seed, bool(cfg.trust_checkpoint))
@@ -76,13 +85,17 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     datamodule = unit_range_datamodule(data_cfg)
     if fake.dim() == 2:
         return score_points(fake, datamodule)
+    if cfg.crop is not None:
+        fake = center_crop(fake, int(cfg.crop))
     if tuple(fake.shape[1:]) != tuple(datamodule.sample_shape):
         raise SystemExit(f"evaluate.py: samples have shape {list(fake.shape[1:])}, the dataset {list(datamodule.sample_shape)}")
     name = cfg.feature_net or FEATURE_NET_FOR.get(type(datamodule).__name__)
     if name is None:
         raise SystemExit("evaluate.py: no shipped feature network for this dataset; pass feature_net=NAME")
     net, info = load_feature_net(name)
-    return score_images(fake, datamodule, net, info, cfg.split, cfg.num_real, cfg.seed, cfg.floor)
+    result = score_images(fake, datamodule, net, info, cfg.split, cfg.num_real, cfg.seed, cfg.floor)
+    result["protocol"]["crop"] = cfg.crop
+    return result
 
 
 def print_table(result: dict[str, Any]) -> None:

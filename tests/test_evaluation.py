@@ -109,3 +109,17 @@ def test_ema_generator_follows_the_average_and_is_what_sampling_uses(tmp_path):
         assert torch.allclose(e, p, atol=1e-6)
     assert not torch.equal(expected[0], module.generator.net[0].weight)
     assert module.sampling_generator is module.generator_ema
+
+
+def test_evaluate_crop_scores_padded_samples_like_the_unpadded_ones(tmp_path):
+    from evaluate import main as evaluate_main
+
+    digits = digits_uint8(400)
+    np.savez(tmp_path / "plain.npz", digits)
+    np.savez(tmp_path / "padded.npz", np.pad(digits, ((0, 0), (2, 2), (2, 2), (0, 0))))  # 12x12, as ProGAN's data
+    common = ["dataset=digits", "num_real=200", "floor=false"]
+    plain = evaluate_main([f"samples={tmp_path / 'plain.npz'}", *common])
+    cropped = evaluate_main([f"samples={tmp_path / 'padded.npz'}", "crop=8", *common])
+    assert cropped["metrics"] == plain["metrics"] and cropped["protocol"]["crop"] == 8
+    with pytest.raises(SystemExit, match="crop=16"):
+        evaluate_main([f"samples={tmp_path / 'padded.npz'}", "crop=16", *common])

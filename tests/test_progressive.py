@@ -93,3 +93,20 @@ def test_resume_in_the_middle_of_a_fade_in_continues_exactly(tmp_path):
     assert a["state_dict"].keys() == b["state_dict"].keys()
     for key in a["state_dict"]:  # weights, EMA weights, stage, alpha and w_avg alike
         assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
+
+
+@pytest.mark.parametrize("dataset", ["cifar10", "image_folder"])
+def test_colour_data_grows_to_32x32(dataset, tmp_path):
+    from tests.test_datamodules import write_cifar, write_png
+
+    if dataset == "cifar10":
+        write_cifar(tmp_path / "data" / "cifar-10-batches-py", n=8)
+        data = ["dataset=cifar10", f"dataset.data_dir={tmp_path / 'data'}", "dataset.download=false"]
+    else:
+        for i in range(16):
+            write_png(tmp_path / "images" / f"{i}.png", size=(40, 36), color=(10 * i, 255 - 10 * i, 128))
+        data = ["dataset=image_folder", f"dataset.root={tmp_path / 'images'}", "dataset.image_size=32"]
+    args = [*RUN, *data, "dataset.batch_size=8", "model=progan", *TINY, "callbacks.model_checkpoint=null",
+            "callbacks.progressive.stabilize_images=16", "callbacks.progressive.fade_in_images=16"]
+    metrics = train(compose_train(args, tmp_path / "run"))
+    assert metrics["resolution"] == 32 and metrics["kimg"] == pytest.approx(16 * 7 / 1000)
