@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from gan_modules.layers import AdaIN, ConstantInput, EqualizedConv2d, EqualizedLinear, NoiseInjection, PixelNorm
 from gan_modules.nets.progan import ProGANDiscriminator, ProGANGenerator
-from gan_modules.nets.progressive import downsample, stage_count, upsample
+from gan_modules.nets.progressive import downsample, fully_grown, stage_count, upsample
 
 SIZES = {"channel_base": 64, "max_channels": 16}
 
@@ -124,3 +124,12 @@ def test_stage_and_alpha_travel_in_the_state_dict():
     loaded, _ = networks(16)
     loaded.load_state_dict(G.state_dict())
     assert (int(loaded.stage), float(loaded.alpha)) == (1, 0.25)
+
+
+def test_fully_grown_only_at_the_last_stage_with_alpha_one():
+    G, _ = networks(16)
+    assert fully_grown(G) and fully_grown(torch.nn.Linear(2, 2))
+    G.set_progress(2, 0.5)
+    assert not fully_grown(G)
+    G.set_progress(1, 1.0)
+    assert not fully_grown(G)

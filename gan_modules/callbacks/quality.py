@@ -20,6 +20,7 @@ from gan_modules.metrics.evaluation import FEATURE_NET_FOR, embed, score_feature
 from gan_modules.metrics.features import load_feature_net
 from gan_modules.metrics.modes import mode_statistics
 from gan_modules.nets.conditional import cycling_labels
+from gan_modules.nets.progressive import fully_grown
 from gan_modules.sampling import sample_in_batches
 
 
@@ -75,6 +76,10 @@ class SampleQuality(pl.Callback):
                               kid_subset_size=min(1000, self.num_samples), seed=self.seed)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        # While a progressive generator grows, its samples are smaller than the data: score (and keep
+        # best.ckpt) only once it works at full resolution.
+        if not fully_grown(pl_module.sampling_generator):
+            return
         if training_steps(trainer, pl_module) % self.every_n_steps == 0:
             self.check(trainer, pl_module)
 

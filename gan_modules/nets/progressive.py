@@ -68,3 +68,8 @@ class ProgressiveNet(nn.Module):
     def fading(self) -> bool:
         """True while the newest block is still being faded in."""
         return int(self.stage) > 0 and float(self.alpha) < 1.0
+
+
+def fully_grown(net: nn.Module) -> bool:
+    """True for a network at its last stage with alpha 1, and for any network that does not grow."""
+    return not isinstance(net, ProgressiveNet) or (int(net.stage) == net.num_stages - 1 and float(net.alpha) == 1.0)
