@@ -66,3 +66,19 @@ def test_two_gloo_processes_train_in_lockstep(tmp_path):
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
     assert int(checkpoint["state_dict"]["generator_steps"]) == 6
     assert digest(checkpoint["state_dict"].values()) == r0["weights"]
+
+
+def test_progressive_growing_counts_the_images_of_every_rank(tmp_path):
+    # 4x4 at 16 per rank (32 images a step) for 320 images, then 8x8 at 8 per rank for 480: 10 + 30 steps
+    run_dir = tmp_path / "run"
+    tiny = ["model=progan", "model.generator.z_dim=8", "model.generator.channel_base=32", "model.generator.max_channels=8",
+            "model.discriminator.channel_base=32", "model.discriminator.max_channels=8"]
+    grow = ["callbacks=progressive", "callbacks.samples=null", "callbacks.training_plots=null", "trainer.max_epochs=-1",
+            "trainer.reload_dataloaders_every_n_epochs=1", "callbacks.progressive.fade_in_images=320",
+            "callbacks.progressive.stabilize_images={4: 320, 8: 160}", "callbacks.progressive.batch_sizes={4: 16, 8: 8}"]
+    args = [sys.executable, "train.py", "trainer=ddp_cpu", *FAST, "dataset=digits", *tiny, *grow, f"hydra.run.dir={run_dir}"]
+    result = subprocess.run(args, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-4000:]
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["callbacks"]["ProgressiveGrowing"]["images_seen"] == 800
+    assert int(ckpt["state_dict"]["generator_steps"]) == 40 and int(ckpt["state_dict"]["generator.stage"]) == 1
