@@ -10,7 +10,6 @@ Appends one JSON line per run to benchmarks/results/conditional.jsonl and prints
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import subprocess
 import sys
@@ -19,6 +18,8 @@ from datetime import date
 from pathlib import Path
 
 import torch
+
+from quality import append_record, run_all
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -45,9 +46,9 @@ def class_accuracy(checkpoint: Path, per_class: int, seed: int) -> list[float]:
     return hits.mean(dim=1).tolist()
 
 
-def run_one(model: str, seed: int, epochs: int, per_class: int) -> dict:
+def run_one(model: str, seed: int, epochs: int, per_class: int, extra: list[str] = ()) -> dict:
     run_dir = RESULTS / "runs" / f"{model}_e{epochs}_s{seed}"
-    overrides = [f"model={model}", f"seed={seed}", f"trainer.max_epochs={epochs}", "callbacks.progress_bar=null",
+    overrides = [f"model={model}", *extra, f"seed={seed}", f"trainer.max_epochs={epochs}", "callbacks.progress_bar=null",
                  "trainer.enable_progress_bar=false", f"hydra.run.dir={run_dir}"]
     start = time.time()
     subprocess.run([sys.executable, "train.py", *overrides], cwd=ROOT, check=True, capture_output=True)
@@ -56,9 +57,7 @@ def run_one(model: str, seed: int, epochs: int, per_class: int) -> dict:
     record = {"model": model, "seed": seed, "epochs": epochs, "train_seconds": round(seconds, 1),
               "overrides": overrides[:-1], "per_class": per_class, "class_accuracy": accuracy,
               "feature_net": "fashion_mnist (own classifier, not Inception)", "date": date.today().isoformat()}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    with open(RESULTS / "conditional.jsonl", "a") as f:
-        f.write(json.dumps(record) + "\n")
+    append_record("conditional.jsonl", record)
     return record
 
 
@@ -84,8 +83,11 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--per-class", type=int, default=1000)
+    parser.add_argument("--extra", nargs="*", default=[], help="more overrides for every run")
+    parser.add_argument("--jobs", type=int, default=1, help="runs at once (separate processes)")
     args = parser.parse_args()
-    records = [run_one(m, s, args.epochs, args.per_class) for m in args.model for s in args.seeds]
+    calls = [(m, s, args.epochs, args.per_class, args.extra) for m in args.model for s in args.seeds]
+    records = run_all(run_one, calls, args.jobs)
     print(table(records))
 
 

@@ -2,6 +2,7 @@
 score the last checkpoint with evaluate.py, and print a markdown table (median and range).
 
     python benchmarks/quality.py --recipes default seed_fashion_dcgan --seeds 0 1 2 --epochs 1
+    python benchmarks/quality.py --epochs 5 --jobs 12 --extra trainer=gpu   # 12 runs at once on one GPU
 
 Every run appends one JSON line to benchmarks/results/quality.jsonl (the raw record); the table
 is what goes into benchmarks/RESULTS.md. Scores use the project's own Fashion-MNIST feature
@@ -15,7 +16,9 @@ import platform
 import statistics
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
 
@@ -28,6 +31,7 @@ RECIPES = {
     "radford_dcgan": ["optimizer=adam", "dataset.batch_size=128"],  # the paper: Adam 2e-4, beta1 0.5, batch 128
     "vae": ["model=vae", "callbacks.codings_map=null"],  # seed 004's VAE, sampled from its prior
 }
+_APPEND = threading.Lock()
 COLUMNS = ("fid", "kid", "precision", "recall", "coverage", "classes_covered", "class_kl")
 
 
@@ -49,10 +53,37 @@ def run_one(recipe: str, seed: int, epochs: int, num_samples: int, extra: list[s
     record = {"recipe": recipe, "seed": seed, "epochs": epochs, "train_seconds": round(train_seconds, 1),
               "overrides": overrides[:-1], "metrics": scores["metrics"], "protocol": scores["protocol"],
               "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}", "date": date.today().isoformat()}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    with open(RESULTS / "quality.jsonl", "a") as f:
-        f.write(json.dumps(record) + "\n")
+    append_record("quality.jsonl", record)
     return record
+
+
+def append_record(name: str, record: dict) -> None:
+    """Append one JSON line to results/NAME (safe from several threads at once)."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    with _APPEND, open(RESULTS / name, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def run_all(fn, calls: list[tuple], jobs: int = 1) -> list[dict]:
+    """``[fn(*args) for args in calls]``; with ``jobs`` > 1, that many at once (each run is its own
+    train.py process). In parallel a failed run is reported on stderr and left out, and the others go on."""
+    if jobs <= 1:
+        return [fn(*args) for args in calls]
+
+    def guarded(args: tuple) -> dict | None:
+        try:
+            record = fn(*args)
+        except subprocess.CalledProcessError as e:
+            print(f"FAILED {args}: {(e.stderr or '')[-2000:]}", file=sys.stderr, flush=True)
+            return None
+        print(f"done {args}: {record.get('train_seconds')} s", file=sys.stderr, flush=True)
+        return record
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        records = [r for r in pool.map(guarded, calls) if r is not None]
+    if len(records) < len(calls):
+        print(f"{len(calls) - len(records)} of {len(calls)} runs failed", file=sys.stderr, flush=True)
+    return records
 
 
 def table(records: list[dict]) -> str:
@@ -79,9 +110,11 @@ def main() -> None:
     parser.add_argument("--epochs", nargs="+", type=int, default=[1])
     parser.add_argument("--num-samples", type=int, default=10000)
     parser.add_argument("--extra", nargs="*", default=[], help="more overrides for every run")
+    parser.add_argument("--jobs", type=int, default=1, help="runs at once (separate processes)")
     args = parser.parse_args()
-    records = [run_one(recipe, seed, epochs, args.num_samples, args.extra)
-               for epochs in args.epochs for recipe in args.recipes for seed in args.seeds]
+    calls = [(recipe, seed, epochs, args.num_samples, args.extra)
+             for epochs in args.epochs for recipe in args.recipes for seed in args.seeds]
+    records = run_all(run_one, calls, args.jobs)
     print(table(records))
 
 

@@ -38,19 +38,21 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--num-samples", type=int, default=10000)
+    parser.add_argument("--extra", nargs="*", default=[], help="more overrides for every run")
+    parser.add_argument("--jobs", type=int, default=1, help="runs at once (separate processes)")
     args = parser.parse_args()
-    records = []
-    for name in args.stabilizers:
-        for seed in args.seeds:
-            # later overrides win, so the stabilizer comes after the base (ema after ema_decay=null)
-            overrides = BASES[args.base] + STABILIZERS[name]
-            if args.base == "toy_grid":
-                record = toy2d.run_one("grid", "non_saturating", seed, overrides, tag=f"_{name}")
-                record["loss"] = name  # the table's row label
-            else:
-                record = quality.run_one(f"{args.base}+{name}", seed, args.epochs, args.num_samples, [],
-                                         recipe_overrides=overrides)
-            records.append(record)
+
+    def run(name: str, seed: int) -> dict:
+        # later overrides win, so the stabilizer comes after the base (ema after ema_decay=null)
+        overrides = BASES[args.base] + STABILIZERS[name]
+        if args.base == "toy_grid":
+            record = toy2d.run_one("grid", "non_saturating", seed, overrides + args.extra, tag=f"_{name}")
+            record["loss"] = name  # the table's row label
+            return record
+        return quality.run_one(f"{args.base}+{name}", seed, args.epochs, args.num_samples, args.extra,
+                               recipe_overrides=overrides)
+
+    records = quality.run_all(run, [(name, seed) for name in args.stabilizers for seed in args.seeds], args.jobs)
     print(toy2d.table(records) if args.base == "toy_grid" else quality.table(records))
 
 

@@ -17,6 +17,8 @@ import time
 from datetime import date
 from pathlib import Path
 
+from quality import append_record, run_all
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 NUM_MODES = {"ring": 8, "grid": 25}
@@ -34,9 +36,7 @@ def run_one(data: str, loss: str, seed: int, extra: list[str], tag: str = "") ->
     metrics = json.loads(out.stdout.strip().splitlines()[-1])["metrics"]
     record = {"data": data, "loss": loss, "seed": seed, "train_seconds": round(seconds, 1), "overrides": overrides[:-1],
               "metrics": metrics, "date": date.today().isoformat()}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    with open(RESULTS / "toy2d.jsonl", "a") as f:
-        f.write(json.dumps(record) + "\n")
+    append_record("toy2d.jsonl", record)
     return record
 
 
@@ -63,8 +63,10 @@ def main() -> None:
     parser.add_argument("--losses", nargs="+", default=["non_saturating"])
     parser.add_argument("--seeds", nargs="+", type=int, default=list(range(10)))
     parser.add_argument("--extra", nargs="*", default=[], help="more overrides for every run")
+    parser.add_argument("--jobs", type=int, default=1, help="runs at once (separate processes)")
     args = parser.parse_args()
-    records = [run_one(d, loss, s, args.extra) for d in args.data for loss in args.losses for s in args.seeds]
+    calls = [(d, loss, s, args.extra) for d in args.data for loss in args.losses for s in args.seeds]
+    records = run_all(run_one, calls, args.jobs)
     print(table(records))
 
 
