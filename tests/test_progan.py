@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from gan_modules.layers import AdaIN, ConstantInput, EqualizedConv2d, EqualizedLinear, NoiseInjection, PixelNorm
 from gan_modules.nets.progan import ProGANDiscriminator, ProGANGenerator
-from gan_modules.nets.progressive import downsample, fully_grown, stage_count, upsample
+from gan_modules.nets.progressive import downsample, fade, fully_grown, stage_count, upsample
 
 SIZES = {"channel_base": 64, "max_channels": 16}
 
@@ -133,3 +133,10 @@ def test_fully_grown_only_at_the_last_stage_with_alpha_one():
     assert not fully_grown(G)
     G.set_progress(1, 1.0)
     assert not fully_grown(G)
+
+
+def test_fade_takes_mixed_precision_inputs():
+    # Under CUDA autocast a conv gives bf16 and an upsampled map fp32; the blend must take both.
+    old, new = torch.zeros(2, 3), torch.ones(2, 3, dtype=torch.bfloat16)
+    blended = fade(old, new, torch.tensor(0.25))
+    assert blended.dtype == torch.float32 and torch.allclose(blended, torch.full((2, 3), 0.25))

@@ -20,12 +20,11 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-import torch
 from torch import Tensor, nn
 
 from gan_modules.layers import EqualizedConv2d, EqualizedLinear, MinibatchStdDev, PixelNorm
 from gan_modules.nets.common import OUTPUT_RANGES, image_shape, make_output_activation
-from gan_modules.nets.progressive import ProgressiveNet, channels_at, downsample, upsample
+from gan_modules.nets.progressive import ProgressiveNet, channels_at, downsample, fade, upsample
 
 
 def _conv_act(in_ch: int, out_ch: int, kernel: int = 3, pixel_norm: bool = False, padding: int | None = None) -> list[nn.Module]:
@@ -64,7 +63,7 @@ class ProGANGenerator(ProgressiveNet):
             h = block(upsample(h))
         image = self.to_rgb[stage](h)
         if self.fading():
-            image = torch.lerp(upsample(self.to_rgb[stage - 1](previous)), image, self.alpha.to(image.dtype))
+            image = fade(upsample(self.to_rgb[stage - 1](previous)), image, self.alpha)
         return self.output_activation(image)
 
 
@@ -105,7 +104,7 @@ class ProGANDiscriminator(ProgressiveNet):
         if stage > 0:
             h = self.blocks[stage - 1](h)
             if self.fading():
-                h = torch.lerp(self.from_rgb[stage - 1](downsample(x)), h, self.alpha.to(h.dtype))
+                h = fade(self.from_rgb[stage - 1](downsample(x)), h, self.alpha)
             for block in reversed(self.blocks[: stage - 1]):
                 h = block(h)
         return self.final(h).squeeze(1)

@@ -43,6 +43,13 @@ def downsample(x: Tensor) -> Tensor:
     return F.avg_pool2d(x, 2)
 
 
+def fade(old: Tensor, new: Tensor, alpha: Tensor) -> Tensor:
+    """``lerp(old, new, alpha)`` in the wider of the two dtypes: under CUDA autocast a conv output is
+    bf16/fp16 while an upsampled one is fp32, and ``torch.lerp`` takes no mixed dtypes."""
+    dtype = torch.promote_types(old.dtype, new.dtype)
+    return torch.lerp(old.to(dtype), new.to(dtype), alpha.to(dtype))
+
+
 class ProgressiveNet(nn.Module):
     """Base class: holds ``stage`` and ``alpha`` for a network that grows to ``resolution``."""
 

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from gan_modules.layers import AdaIN, ConstantInput, EqualizedConv2d, EqualizedLinear, NoiseInjection, PixelNorm
 from gan_modules.nets.common import OUTPUT_RANGES, image_shape, make_output_activation
-from gan_modules.nets.progressive import ProgressiveNet, channels_at, upsample
+from gan_modules.nets.progressive import ProgressiveNet, channels_at, fade, upsample
 
 NOISE_MODES = ("random", "none")
 
@@ -162,7 +162,7 @@ class StyleGANGenerator(ProgressiveNet):
                 x = self.layers[i](x, ws[:, i], layer_noise, use_noise=noise is not None or noise_mode == "random")
         rgb = self.to_rgb[stage](x)
         if self.fading():  # the new block fades in over the previous stage's output, upsampled
-            rgb = torch.lerp(upsample(self.to_rgb[stage - 1](previous)), rgb, self.alpha.to(rgb.dtype))
+            rgb = fade(upsample(self.to_rgb[stage - 1](previous)), rgb, self.alpha)
         return self.activation(rgb)
 
     def forward(self, z: Tensor, truncation_psi: float = 1.0, noise_mode: str = "random") -> Tensor:
