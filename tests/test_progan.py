@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from gan_modules.layers import AdaIN, ConstantInput, EqualizedConv2d, EqualizedLinear, NoiseInjection, PixelNorm
+from gan_modules.losses import GANLoss, drift_penalty
 from gan_modules.nets.progan import ProGANDiscriminator, ProGANGenerator
 from gan_modules.nets.progressive import downsample, fade, fully_grown, stage_count, upsample
 
@@ -140,3 +141,9 @@ def test_fade_takes_mixed_precision_inputs():
     old, new = torch.zeros(2, 3), torch.ones(2, 3, dtype=torch.bfloat16)
     blended = fade(old, new, torch.tensor(0.25))
     assert blended.dtype == torch.float32 and torch.allclose(blended, torch.full((2, 3), 0.25))
+
+
+def test_drift_penalty_is_the_mean_squared_real_output():
+    assert drift_penalty(torch.tensor([1.0, -2.0, 3.0])).item() == pytest.approx(14 / 3)
+    with pytest.raises(ValueError, match="drift_weight"):
+        GANLoss("wasserstein", drift_weight=-1.0)

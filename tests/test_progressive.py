@@ -60,6 +60,7 @@ def test_progan_grows_switches_batch_size_and_stops_when_the_schedule_ends(tmp_p
     metrics = train(compose_train([*RUN, "model=progan", "loss=progan", *TINY, *grow], tmp_path))
     assert metrics["generator_steps"] == 10 + 30  # the loader was rebuilt at batch 16 for 8x8
     assert metrics["resolution"] == 8 and metrics["alpha"] == 1.0 and metrics["kimg"] == pytest.approx(0.8)
+    assert metrics["drift_penalty"] > 0 and metrics["gradient_penalty"] > 0  # loss=progan: WGAN-GP + drift
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["callbacks"]["ProgressiveGrowing"]["images_seen"] == 800
     assert int(ckpt["state_dict"]["discriminator.stage"]) == 1 and ckpt["epoch"] >= 1  # epoch ended at the switch
