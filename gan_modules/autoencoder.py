@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gan_modules.nets.autoencoders import VAE, StackedAutoencoder
+from gan_modules.step_logging import logs_this_batch
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 RECONSTRUCTIONS = ("bce", "mse")
@@ -133,7 +134,8 @@ class AutoencoderModule(pl.LightningModule):
     def training_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
         losses = self.losses(x)
-        self.log_dict({k: v for k, v in losses.items()}, prog_bar=True, on_step=True, on_epoch=False)
+        if logs_this_batch(self.trainer, optimizer_steps_pending=1):
+            self.log_dict(losses, prog_bar=True, on_step=True, on_epoch=False)
         return losses
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:

@@ -12,6 +12,10 @@ adds ``n_critic + 1``. Ask for generator steps with the top-level ``max_generato
 ``train.py`` (or epochs with ``trainer.max_epochs``); ``self.generator_steps`` counts them and is
 saved in checkpoints.
 
+Per-step statistics (losses, D's mean outputs and accuracies) go every step to the callbacks, as
+``training_step``'s return value, and to the loggers on Lightning's logging steps only
+(``trainer.log_every_n_steps``, see ``step_logging.py``).
+
 Conditional models (``nets/conditional.py``, ``model=cgan_*``) are trained as ``G(z, y)`` and
 ``D(x, y)`` on the batch's labels: every fake gets the label of the real image at the same batch
 position. Fakes thus follow the data's class frequencies, D sees the same labels in its real and
@@ -30,6 +34,7 @@ from torch import Tensor, nn
 
 from gan_modules.losses import GANLoss, drift_penalty, gradient_penalty, r1_penalty
 from gan_modules.nets.conditional import conditioning_classes, discriminate, generate
+from gan_modules.step_logging import logs_this_batch
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
@@ -137,9 +142,18 @@ class GANModule(pl.LightningModule):
         self.generator_steps += 1
         if self.generator_ema is not None:
             self.update_ema()
-        self.log_dict({k: stats[k] for k in ("d_loss", "g_loss")}, prog_bar=True, on_step=True, on_epoch=False)
-        self.log_dict({k: v for k, v in stats.items() if k not in ("d_loss", "g_loss")}, on_step=True, on_epoch=False)
-        return {k: float(v) for k, v in stats.items()}
+        # Every step's figures for the callbacks (NaN guard, collapse watch, plots), read from the
+        # device in one transfer rather than one synchronisation per statistic.
+        values = torch.stack([v.detach().float() for v in stats.values()]).tolist()
+        return dict(zip(stats, values))
+
+    def on_train_batch_end(self, outputs: dict[str, float], batch: Any, batch_idx: int) -> None:
+        # Logged here, after the callbacks' hooks, so that a callback ending the run in its own
+        # on_train_batch_end (trainer.should_stop) still gets the last step's figures logged.
+        if logs_this_batch(self.trainer):
+            self.log_dict({k: outputs[k] for k in ("d_loss", "g_loss")}, prog_bar=True, on_step=True, on_epoch=False)
+            self.log_dict({k: v for k, v in outputs.items() if k not in ("d_loss", "g_loss")}, on_step=True,
+                          on_epoch=False)
 
     def _critic(self, labels: Tensor | None) -> Callable[[Tensor], Tensor]:
         """D as a function of its input alone (labels bound), for the input-gradient penalties."""

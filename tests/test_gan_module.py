@@ -123,3 +123,30 @@ def test_per_network_lr_schedulers_step_every_epoch():
     opt_g, opt_d = trainer.optimizers
     assert opt_g.param_groups[0]["lr"] == pytest.approx(1e-2 * 0.25)
     assert opt_d.param_groups[0]["lr"] == pytest.approx(1e-2)  # no scheduler for D
+
+
+def test_statistics_are_logged_on_lightning_logging_steps_and_the_last_one():
+    # Lightning writes on_step values only every log_every_n_steps; logging the rest costs time for nothing.
+    module = make_module(n_critic=2)
+    logged_at, returned = [], []
+    log_dict = module.log_dict
+
+    def spy(metrics, **kwargs):
+        if "d_loss" in metrics:
+            logged_at.append(int(module.generator_steps))
+        return log_dict(metrics, **kwargs)
+
+    class Record(pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, *args):
+            returned.append(outputs)
+
+    module.log_dict = spy
+    data = DataLoader(TensorDataset(torch.rand(80, 6) * 2 - 1), batch_size=8)  # 10 batches: no epoch end
+    trainer = pl.Trainer(max_steps=7 * 3, log_every_n_steps=3, accelerator="cpu", logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         callbacks=[Record()])
+    trainer.fit(module, train_dataloaders=data)
+    assert logged_at == [3, 6, 7]  # the logging steps, then the run's last
+    assert len(returned) == 7 and all(isinstance(v, float) for out in returned for v in out.values())
+    assert float(trainer.callback_metrics["d_loss"]) == pytest.approx(returned[-1]["d_loss"])
+    assert set(returned[-1]) >= {"d_loss", "g_loss", "d_real", "d_fake", "d_acc_real", "d_acc_fake"}

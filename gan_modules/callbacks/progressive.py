@@ -25,6 +25,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
 
 from gan_modules.nets.progressive import ProgressiveNet
+from gan_modules.step_logging import logs_this_batch
 
 PerResolution = int | Mapping[Any, int] | None
 
@@ -146,10 +147,11 @@ class ProgressiveGrowing(Callback):
         stage = self._apply(trainer, pl_module)
         if stage != old_stage and trainer.datamodule.batch_size != old_batch:
             pl_module.end_epoch_early = True  # GANModule ends the epoch; the loader is rebuilt
-        pl_module.log_dict({"resolution": float(self._resolution(stage)), "alpha": float(pl_module.generator.alpha),
-                            "kimg": self.images_seen / 1000.0}, on_step=True, on_epoch=False)
         if self.stop_when_done and self.images_seen >= self.schedule.total_images:
             trainer.should_stop = True
+        if logs_this_batch(trainer):
+            pl_module.log_dict({"resolution": float(self._resolution(stage)), "alpha": float(pl_module.generator.alpha),
+                                "kimg": self.images_seen / 1000.0}, on_step=True, on_epoch=False)
 
     # --- checkpoints --------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
