@@ -3,6 +3,7 @@ sample N images per class, and report how often the shipped feature network (not
 classifies each row of the class grid as the requested class.
 
     python benchmarks/conditional.py --model cgan_dcgan --seeds 0 1 2 --epochs 1
+    python benchmarks/conditional.py --rescore <run>/checkpoints/last.ckpt --seeds 0 --z-thresholds 2 1.5 1 0.5
 
 Appends one JSON line per run to benchmarks/results/conditional.jsonl and prints a markdown table
 (per-class accuracy, its minimum over classes, and the mean) with the median over seeds.
@@ -26,7 +27,15 @@ sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "benchmarks" / "results"
 
 
-def class_accuracy(checkpoint: Path, per_class: int, seed: int) -> list[float]:
+def truncated_normal(shape: tuple[int, ...], threshold: float | None, generator: torch.Generator) -> torch.Tensor:
+    """Standard normal draws, those beyond +-``threshold`` redrawn until none is (BigGAN's truncation)."""
+    z = torch.randn(shape, generator=generator)
+    while threshold is not None and (outside := z.abs() > threshold).any():
+        z[outside] = torch.randn(int(outside.sum()), generator=generator)
+    return z
+
+
+def class_accuracy(checkpoint: Path, per_class: int, seed: int, z_threshold: float | None = None) -> list[float]:
     """For each class k: the share of ``per_class`` samples G(z, k) that the feature network calls k."""
     from gan_modules.checkpoints import load_generator
     from gan_modules.images import to_unit_range
@@ -37,7 +46,7 @@ def class_accuracy(checkpoint: Path, per_class: int, seed: int) -> list[float]:
     generator, _ = load_generator(checkpoint)
     net, _ = load_feature_net("fashion_mnist")
     num_classes = int(generator.num_classes)
-    z = torch.randn(per_class * num_classes, generator.z_dim, generator=torch.Generator().manual_seed(seed))
+    z = truncated_normal((per_class * num_classes, generator.z_dim), z_threshold, torch.Generator().manual_seed(seed))
     labels = torch.arange(num_classes).repeat_interleave(per_class)
     images = to_unit_range(sample_in_batches(generator, z, labels), generator.output_range)
     images = (images * 255).round() / 255  # the uint8 quantisation generate.py's npz goes through
@@ -85,7 +94,16 @@ def main() -> None:
     parser.add_argument("--per-class", type=int, default=1000)
     parser.add_argument("--extra", nargs="*", default=[], help="more overrides for every run")
     parser.add_argument("--jobs", type=int, default=1, help="runs at once (separate processes)")
+    parser.add_argument("--rescore", type=Path, help="score this checkpoint instead of training (prints only)")
+    parser.add_argument("--z-thresholds", nargs="+", type=float, default=[],
+                        help="with --rescore: also score z drawn from a normal truncated at each threshold")
     args = parser.parse_args()
+    if args.rescore:
+        for threshold in [None, *args.z_thresholds]:
+            accuracy = class_accuracy(args.rescore, args.per_class, args.seeds[0], threshold)
+            print(f"|z| <= {threshold or 'inf'}: " + " ".join(f"{100 * a:.0f}" for a in accuracy)
+                  + f" | min {100 * min(accuracy):.0f} % | mean {100 * statistics.mean(accuracy):.1f} %")
+        return
     calls = [(m, s, args.epochs, args.per_class, args.extra) for m in args.model for s in args.seeds]
     records = run_all(run_one, calls, args.jobs)
     print(table(records))
