@@ -45,6 +45,8 @@ def class_accuracy(checkpoint: Path, per_class: int, seed: int, z_threshold: flo
 
     generator, _ = load_generator(checkpoint)
     net, _ = load_feature_net("fashion_mnist")
+    if not hasattr(generator, "num_classes"):
+        raise SystemExit(f"{checkpoint}: not a conditional generator (train one with model=cgan_dcgan)")
     num_classes = int(generator.num_classes)
     z = truncated_normal((per_class * num_classes, generator.z_dim), z_threshold, torch.Generator().manual_seed(seed))
     labels = torch.arange(num_classes).repeat_interleave(per_class)
@@ -98,10 +100,14 @@ def main() -> None:
     parser.add_argument("--z-thresholds", nargs="+", type=float, default=[],
                         help="with --rescore: also score z drawn from a normal truncated at each threshold")
     args = parser.parse_args()
+    if args.z_thresholds and not args.rescore:
+        parser.error("--z-thresholds scores an existing checkpoint: give it with --rescore <run>/checkpoints/last.ckpt")
+    if any(t <= 0 for t in args.z_thresholds):
+        parser.error(f"--z-thresholds must be positive (got {args.z_thresholds}): |z| <= 0 can never be drawn")
     if args.rescore:
         for threshold in [None, *args.z_thresholds]:
             accuracy = class_accuracy(args.rescore, args.per_class, args.seeds[0], threshold)
-            print(f"|z| <= {threshold or 'inf'}: " + " ".join(f"{100 * a:.0f}" for a in accuracy)
+            print(f"|z| <= {'inf' if threshold is None else threshold}: " + " ".join(f"{100 * a:.0f}" for a in accuracy)
                   + f" | min {100 * min(accuracy):.0f} % | mean {100 * statistics.mean(accuracy):.1f} %")
         return
     calls = [(m, s, args.epochs, args.per_class, args.extra) for m in args.model for s in args.seeds]

@@ -2,7 +2,7 @@
 against a plain PyTorch loop of the identical models, batch, data and optimizers; peak resident
 memory of both.
 
-    python benchmarks/speed.py --recipes default seed_fashion_dcgan --steps 150 --rounds 7
+    python benchmarks/speed.py --recipes default seed_fashion_dcgan --steps 150 --rounds 11
 
 The speed comparison runs in one process (threads pinned): each round times a segment of the
 framework and a segment of the plain loop on the same networks, in alternating order, and the ratio
