@@ -20,7 +20,8 @@ Conditional models (``nets/conditional.py``, ``model=cgan_*``) are trained as ``
 ``D(x, y)`` on the batch's labels: every fake gets the label of the real image at the same batch
 position. Fakes thus follow the data's class frequencies, D sees the same labels in its real and
 its fake batch (label statistics tell it nothing), and a gradient penalty interpolates between a
-real and a fake of the same class.
+real and a fake of the same class. An auxiliary classifier discriminator (AC-GAN, ``model=cgan_dcgan_acgan``)
+adds its class cross-entropy to D's loss on real images (and fakes, if it says so) and to G's loss.
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
-from gan_modules.losses import GANLoss, drift_penalty, gradient_penalty, r1_penalty
+from gan_modules.losses import GANLoss, auxiliary_class_loss, drift_penalty, gradient_penalty, r1_penalty
 from gan_modules.nets.conditional import conditioning_classes, discriminate, generate
 from gan_modules.step_logging import logs_this_batch
 
@@ -155,6 +156,20 @@ class GANModule(pl.LightningModule):
             self.log_dict({k: v for k, v in outputs.items() if k not in ("d_loss", "g_loss")}, on_step=True,
                           on_epoch=False)
 
+    def on_fit_start(self) -> None:
+        if self.fake_hooks and getattr(self.discriminator, "classify_fakes", False):
+            raise ValueError(
+                "The discriminator's class head is trained on fakes (model.discriminator.classify_fakes=true), but "
+                "a callback (the replay buffer) swaps in old fakes, whose classes differ from this step's labels: "
+                "set model.discriminator.classify_fakes=false or callbacks.replay=null."
+            )
+
+    def _discriminate(self, x: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """D's logits, and its class logits when D has an auxiliary classifier (else None)."""
+        if labels is not None and hasattr(self.discriminator, "logit_and_classes"):
+            return self.discriminator.logit_and_classes(x)
+        return discriminate(self.discriminator, x, labels), None
+
     def _critic(self, labels: Tensor | None) -> Callable[[Tensor], Tensor]:
         """D as a function of its input alone (labels bound), for the input-gradient penalties."""
         return self.discriminator if labels is None else functools.partial(self.discriminator, y=labels)
@@ -170,11 +185,18 @@ class GANModule(pl.LightningModule):
                         fake = hook(fake)
                 # Real and fake go through D separately: one mixed batch would let BatchNorm in D
                 # tell them apart from the batch statistics alone.
-                real_logits = discriminate(self.discriminator, real, labels)
-                fake_logits = discriminate(self.discriminator, fake, labels)
+                real_logits, real_classes = self._discriminate(real, labels)
+                fake_logits, fake_classes = self._discriminate(fake, labels)
                 d_loss = self.loss.d_loss(real_logits, fake_logits)
                 total = d_loss
                 stats: dict[str, Tensor] = {}
+                if real_classes is not None:
+                    class_loss = auxiliary_class_loss(real_classes, labels)
+                    if self.discriminator.classify_fakes:
+                        class_loss = class_loss + auxiliary_class_loss(fake_classes, labels)
+                    total = total + self.discriminator.class_weight * class_loss
+                    stats["d_class_loss"] = class_loss.detach()
+                    stats["d_class_acc_real"] = (real_classes.detach().argmax(1) == labels).float().mean()
                 if self.loss.gp_weight > 0:
                     gp = gradient_penalty(self._critic(labels), real, fake)
                     total = total + self.loss.gp_weight * gp
@@ -203,14 +225,19 @@ class GANModule(pl.LightningModule):
     def _generator_phase(self, batch_size: int, opt_g: Any, labels: Tensor | None = None) -> dict[str, Tensor]:
         with self.toggled_optimizer(opt_g):  # D's parameters stop requiring grad here
             fake = generate(self.generator, self.sample_z(batch_size), labels)
-            fake_logits = discriminate(self.discriminator, fake, labels)
+            fake_logits, fake_classes = self._discriminate(fake, labels)
             g_loss = self.loss.g_loss(fake_logits)
+            total, stats = g_loss, {"g_loss": g_loss.detach()}
+            if fake_classes is not None:
+                class_loss = auxiliary_class_loss(fake_classes, labels)
+                total = total + self.discriminator.class_weight * class_loss
+                stats["g_class_loss"] = class_loss.detach()
             opt_g.zero_grad(set_to_none=True)
-            self.manual_backward(g_loss)
+            self.manual_backward(total)
             if self.grad_clip_g is not None:
                 self.clip_gradients(opt_g, gradient_clip_val=self.grad_clip_g, gradient_clip_algorithm="norm")
             opt_g.step()
-        return {"g_loss": g_loss.detach()}
+        return stats
 
     def _discriminator_stats(self, real_logits: Tensor, fake_logits: Tensor) -> dict[str, Tensor]:
         stats = {

@@ -97,6 +97,12 @@ def drift_penalty(real_logits: Tensor) -> Tensor:
     return real_logits.pow(2).mean()
 
 
+def auxiliary_class_loss(class_logits: Tensor, labels: Tensor) -> Tensor:
+    """AC-GAN's class term (Odena et al. 2017): cross-entropy of D's class head against the labels,
+    minimised by D (on real images) and by G (on its fakes, with the labels they were asked for)."""
+    return F.cross_entropy(class_logits.float(), labels)
+
+
 @dataclass(frozen=True)
 class LossPair:
     d_loss: Callable[[Tensor, Tensor], Tensor]

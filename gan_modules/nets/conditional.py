@@ -6,6 +6,8 @@
   (for vector data ``(D,)``: ``D`` extra entries), so the backbone is built for ``C + 1`` channels.
 * ``ProjectionDiscriminator`` (Miyato & Koyama 2018): ``D(x, y) = psi(phi(x)) + <embed(y), phi(x)>``
   with ``phi`` the backbone's ``features`` and ``psi`` its last layer (``logit``).
+* ``AuxiliaryClassifierDiscriminator`` (AC-GAN, Odena et al. 2017): ``D(x) = psi(phi(x))`` plus a
+  class head on ``phi(x)``; ``GANModule`` adds its cross-entropy to both players' losses.
 
 A backbone is given either as a module or as a factory (a Hydra ``_partial_: true`` config): the
 generator calls its factory with no argument, the discriminators with the ``in_shape`` they need
@@ -40,7 +42,9 @@ def check_num_classes(num_classes: int | None, owner: str) -> int:
 
 
 def is_conditional(net: nn.Module) -> bool:
-    return getattr(net, "num_classes", None) is not None and hasattr(net, "label_embedding")
+    """Whether ``net`` is one of this file's wrappers, called with labels (a classifier with a
+    ``num_classes`` attribute is not)."""
+    return getattr(net, "num_classes", None) is not None and getattr(net, "takes_labels", False)
 
 
 def generate(generator: nn.Module, z: Tensor, labels: Tensor | None = None) -> Tensor:
@@ -88,6 +92,18 @@ def _build(backbone: Backbone, **kwargs: object) -> nn.Module:
     raise TypeError(f"A backbone must be an nn.Module or a factory returning one, got {type(backbone).__name__}.")
 
 
+def _build_with_features(backbone: Backbone, in_shape: tuple[int, ...], role: str) -> nn.Module:
+    """A discriminator backbone split as ``forward(x) == logit(features(x))``, or a clear error."""
+    net = _build(backbone, in_shape=list(in_shape))
+    if not (hasattr(net, "features") and hasattr(net, "logit") and hasattr(net, "feature_dim")):
+        raise TypeError(
+            f"{type(net).__name__} cannot be {role} backbone: it needs features(x) -> (B, feature_dim), "
+            "feature_dim and logit(features) (MLPDiscriminator and DCGANDiscriminator have them); use "
+            "ConditionalDiscriminator (conditioning: concat) instead."
+        )
+    return net
+
+
 class ConditionalGenerator(nn.Module):
     """``G(z, y) = backbone(z * embed(y))`` with a learned ``num_classes x z_dim`` embedding.
 
@@ -95,6 +111,8 @@ class ConditionalGenerator(nn.Module):
     z's coordinates (separable from the first step), and the product of two independent unit
     Gaussians keeps unit variance, so the backbone sees inputs at the scale it was designed for.
     """
+
+    takes_labels = True
 
     def __init__(self, backbone: Backbone, num_classes: int | None) -> None:
         super().__init__()
@@ -116,6 +134,8 @@ class ConditionalDiscriminator(nn.Module):
     and the backbone takes ``(C + 1, H, W)``; for vectors ``(D,)`` it has ``D`` entries and the
     backbone takes ``(2 D,)``. A factory backbone is called with that ``in_shape``.
     """
+
+    takes_labels = True
 
     def __init__(self, backbone: Backbone, in_shape: Sequence[int], num_classes: int | None) -> None:
         super().__init__()
@@ -147,18 +167,14 @@ class ProjectionDiscriminator(nn.Module):
     ``spectral_norm`` normalises it too (use it with a spectrally normalised backbone).
     """
 
+    takes_labels = True
+
     def __init__(self, backbone: Backbone, in_shape: Sequence[int], num_classes: int | None,
                  spectral_norm: bool = False) -> None:
         super().__init__()
         self.num_classes = check_num_classes(num_classes, "ProjectionDiscriminator")
         self.in_shape = as_shape(in_shape)
-        self.backbone = _build(backbone, in_shape=list(self.in_shape))
-        if not (hasattr(self.backbone, "features") and hasattr(self.backbone, "logit")):
-            raise TypeError(
-                f"{type(self.backbone).__name__} cannot be a projection discriminator's backbone: it needs "
-                "features(x) -> (B, feature_dim), feature_dim and logit(features) (MLPDiscriminator and "
-                "DCGANDiscriminator have them); use ConditionalDiscriminator (conditioning: concat) instead."
-            )
+        self.backbone = _build_with_features(backbone, self.in_shape, "a projection discriminator's")
         self.label_embedding = nn.Embedding(self.num_classes, int(self.backbone.feature_dim))
         nn.init.xavier_uniform_(self.label_embedding.weight)
         if spectral_norm:
@@ -167,3 +183,40 @@ class ProjectionDiscriminator(nn.Module):
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
         phi = self.backbone.features(x)
         return self.backbone.logit(phi) + (self.label_embedding(y) * phi).sum(dim=1)
+
+
+class AuxiliaryClassifierDiscriminator(nn.Module):
+    """AC-GAN (Odena et al. 2017): an unconditional real/fake logit ``psi(phi(x))`` and a class head
+    ``W phi(x)`` on the same features; ``forward(x, y)`` returns the logit (``y`` unused), so losses
+    and gradient penalties treat it as any discriminator.
+
+    ``GANModule`` asks ``logit_and_classes`` for both outputs of one pass and adds
+    ``class_weight * cross_entropy(classes, y)`` to D's loss (on real images, and on fakes when
+    ``classify_fakes``) and to G's loss (on its fakes): G is pushed towards images D's classifier,
+    trained on real data, recognises as the requested class. Odena et al. also train the classifier
+    on fakes; with ``classify_fakes: false`` it cannot learn G's own artefacts as class cues.
+    """
+
+    takes_labels = True
+
+    def __init__(self, backbone: Backbone, in_shape: Sequence[int], num_classes: int | None,
+                 class_weight: float = 1.0, classify_fakes: bool = False, spectral_norm: bool = False) -> None:
+        super().__init__()
+        self.num_classes = check_num_classes(num_classes, "AuxiliaryClassifierDiscriminator")
+        if not float(class_weight) > 0:
+            raise ValueError(f"model.discriminator.class_weight must be > 0, got {class_weight} (the class "
+                             "term is what conditions an AC-GAN; for no class term use an unconditional model).")
+        self.in_shape = as_shape(in_shape)
+        self.class_weight, self.classify_fakes = float(class_weight), bool(classify_fakes)
+        self.backbone = _build_with_features(backbone, self.in_shape, "an auxiliary classifier discriminator's")
+        self.class_head = nn.Linear(int(self.backbone.feature_dim), self.num_classes)
+        if spectral_norm:
+            nn.utils.parametrizations.spectral_norm(self.class_head)
+
+    def logit_and_classes(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The real/fake logit ``(B,)`` and the class logits ``(B, num_classes)``."""
+        phi = self.backbone.features(x)
+        return self.backbone.logit(phi), self.class_head(phi)
+
+    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        return self.backbone(x)
