@@ -11,6 +11,7 @@ Appends one JSON line per run to benchmarks/results/conditional.jsonl and prints
 from __future__ import annotations
 
 import argparse
+import re
 import statistics
 import subprocess
 import sys
@@ -58,14 +59,17 @@ def class_accuracy(checkpoint: Path, per_class: int, seed: int, z_threshold: flo
 
 
 def run_one(model: str, seed: int, epochs: int, per_class: int, extra: list[str] = ()) -> dict:
-    run_dir = RESULTS / "runs" / f"{model}_e{epochs}_s{seed}"
+    # The extra overrides name the run folder too, so a variant never overwrites the plain model's run.
+    # ('=' is not allowed in a Hydra override's value, so it becomes '-').
+    variant = "".join("_" + re.sub(r"[^A-Za-z0-9.-]+", "-", o) for o in extra)
+    run_dir = RESULTS / "runs" / f"{model}{variant}_e{epochs}_s{seed}"
     overrides = [f"model={model}", *extra, f"seed={seed}", f"trainer.max_epochs={epochs}", "callbacks.progress_bar=null",
                  "trainer.enable_progress_bar=false", f"hydra.run.dir={run_dir}"]
     start = time.time()
     subprocess.run([sys.executable, "train.py", *overrides], cwd=ROOT, check=True, capture_output=True)
     seconds = time.time() - start
     accuracy = class_accuracy(run_dir / "checkpoints" / "last.ckpt", per_class, seed)
-    record = {"model": model, "seed": seed, "epochs": epochs, "train_seconds": round(seconds, 1),
+    record = {"model": model, "extra": list(extra), "seed": seed, "epochs": epochs, "train_seconds": round(seconds, 1),
               "overrides": overrides[:-1], "per_class": per_class, "class_accuracy": accuracy,
               "feature_net": "fashion_mnist (own classifier, not Inception)", "date": date.today().isoformat()}
     append_record("conditional.jsonl", record)
@@ -78,7 +82,8 @@ def table(records: list[dict]) -> str:
              "|---|---|---|" + "---|" * (num_classes + 2)]
     groups: dict[tuple[str, int], list[dict]] = {}
     for r in records:
-        groups.setdefault((r["model"], r["epochs"]), []).append(r)
+        name = " ".join([r["model"], *r.get("extra", [])])
+        groups.setdefault((name, r["epochs"]), []).append(r)
     for (model, epochs), rs in groups.items():
         per_class = [statistics.median(r["class_accuracy"][k] for r in rs) for k in range(num_classes)]
         worst = statistics.median(min(r["class_accuracy"]) for r in rs)

@@ -64,17 +64,25 @@ def append_record(name: str, record: dict) -> None:
         f.write(json.dumps(record) + "\n")
 
 
+def _stderr_tail(error: subprocess.CalledProcessError, chars: int = 3000) -> str:
+    err = error.stderr or ""
+    return (err.decode(errors="replace") if isinstance(err, bytes) else err)[-chars:]
+
+
 def run_all(fn, calls: list[tuple], jobs: int = 1) -> list[dict]:
     """``[fn(*args) for args in calls]``; with ``jobs`` > 1, that many at once (each run is its own
     train.py process). In parallel a failed run is reported on stderr and left out, and the others go on."""
     if jobs <= 1:
-        return [fn(*args) for args in calls]
+        try:
+            return [fn(*args) for args in calls]
+        except subprocess.CalledProcessError as e:  # its traceback alone would hide the script's error
+            raise SystemExit(f"FAILED {' '.join(map(str, e.cmd[1:]))}:\n{_stderr_tail(e)}") from e
 
     def guarded(args: tuple) -> dict | None:
         try:
             record = fn(*args)
         except subprocess.CalledProcessError as e:
-            print(f"FAILED {args}: {(e.stderr or '')[-2000:]}", file=sys.stderr, flush=True)
+            print(f"FAILED {args}: {_stderr_tail(e)}", file=sys.stderr, flush=True)
             return None
         print(f"done {args}: {record.get('train_seconds')} s", file=sys.stderr, flush=True)
         return record
