@@ -56,8 +56,9 @@ def test_bad_class_weights_and_backbones_are_refused():
         AuxiliaryClassifierDiscriminator(torch.nn.Linear(64, 1), SHAPE, K)
 
 
-@pytest.mark.parametrize("classify_fakes, d_terms", [(False, 1), (True, 2)])
-def test_each_step_adds_the_class_term_with_the_batch_labels(classify_fakes, d_terms, tmp_path, monkeypatch):
+@pytest.mark.parametrize("classify_fakes, d_terms, loss", [
+    (False, 1, []), (True, 2, ["loss=hinge", "loss.r1_weight=1.0", "model.discriminator.backbone.norm=layer"])])
+def test_each_step_adds_the_class_term_with_the_batch_labels(classify_fakes, d_terms, loss, tmp_path, monkeypatch):
     calls: list[tuple[bool, torch.Tensor]] = []
 
     def spy(class_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -66,10 +67,10 @@ def test_each_step_adds_the_class_term_with_the_batch_labels(classify_fakes, d_t
 
     monkeypatch.setattr(gan, "auxiliary_class_loss", spy)
     cfg = compose_train([*FAST, *TINY_DIGITS, *TINY_ACGAN, "debug=default", "max_generator_steps=2",
-                         f"model.discriminator.classify_fakes={classify_fakes}"], tmp_path)
+                         f"model.discriminator.classify_fakes={classify_fakes}", *loss], tmp_path)
     metrics = train(cfg)
     assert metrics["generator_steps"] == 2
-    for key in ("d_class_loss", "g_class_loss", "d_class_acc_real"):
+    for key in ("d_class_loss", "g_class_loss", "d_class_acc_real", *(["r1_penalty"] if loss else [])):
         assert np.isfinite(metrics[key]), key
     assert len(calls) == 2 * (d_terms + 1)  # per step: D's term(s), then G's
     assert all(differentiable for differentiable, _ in calls)
