@@ -61,7 +61,7 @@ def class_accuracy(checkpoint: Path, per_class: int, seed: int, z_threshold: flo
 def run_one(model: str, seed: int, epochs: int, per_class: int, extra: list[str] = ()) -> dict:
     # The extra overrides name the run folder too, so a variant never overwrites the plain model's run.
     # ('=' is not allowed in a Hydra override's value, so it becomes '-').
-    variant = "".join("_" + re.sub(r"[^A-Za-z0-9.-]+", "-", o) for o in extra)
+    variant = "".join("_" + re.sub(r"[^A-Za-z0-9_.-]+", "-", o) for o in extra)
     run_dir = RESULTS / "runs" / f"{model}{variant}_e{epochs}_s{seed}"
     overrides = [f"model={model}", *extra, f"seed={seed}", f"trainer.max_epochs={epochs}", "callbacks.progress_bar=null",
                  "trainer.enable_progress_bar=false", f"hydra.run.dir={run_dir}"]
