@@ -42,11 +42,12 @@ def class_accuracy(checkpoint: Path, per_class: int, seed: int, z_threshold: flo
     from gan_modules.images import to_unit_range
     from gan_modules.metrics.evaluation import embed
     from gan_modules.metrics.features import load_feature_net
+    from gan_modules.nets.conditional import is_conditional
     from gan_modules.sampling import sample_in_batches
 
     generator, _ = load_generator(checkpoint)
     net, _ = load_feature_net("fashion_mnist")
-    if not hasattr(generator, "num_classes"):
+    if not is_conditional(generator):
         raise SystemExit(f"{checkpoint}: not a conditional generator (train one with model=cgan_dcgan)")
     num_classes = int(generator.num_classes)
     z = truncated_normal((per_class * num_classes, generator.z_dim), z_threshold, torch.Generator().manual_seed(seed))
