@@ -17,15 +17,13 @@ Used through ``conf/trainer/default.yaml``::
 from __future__ import annotations
 
 import os
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import torch
 from lightning_fabric.utilities.cloud_io import get_filesystem
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
-TEMP_SUFFIX = ".tmp"
+from gan_modules.atomic_files import atomic_write
 
 
 def _is_local(path: str | os.PathLike) -> bool:
@@ -34,33 +32,8 @@ def _is_local(path: str | os.PathLike) -> bool:
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike, fsync: bool = True) -> None:
     """``torch.save`` to a temporary sibling file, then rename it over ``path``."""
-    target = Path(str(path).removeprefix("file://"))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=TEMP_SUFFIX, dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            if fsync:
-                os.fsync(handle.fileno())
-        os.chmod(tmp_name, 0o644)  # mkstemp creates 0600; checkpoints are ordinary files
-        os.replace(tmp_name, target)
-    except BaseException:
-        # Any failure (disk full, KeyboardInterrupt, an error while pickling): the old file stays.
-        try:
-            os.unlink(tmp_name)
-        except FileNotFoundError:
-            pass
-        raise
-    if fsync and hasattr(os, "O_DIRECTORY"):
-        # Make the rename itself durable (the directory entry), where the OS allows it.
-        dir_fd = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        except OSError:
-            pass
-        finally:
-            os.close(dir_fd)
+    with atomic_write(str(path).removeprefix("file://"), "wb", fsync=fsync) as handle:
+        torch.save(obj, handle)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
