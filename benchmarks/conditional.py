@@ -65,7 +65,7 @@ def run_one(model: str, seed: int, epochs: int, per_class: int, extra: list[str]
     variant = "".join("_" + re.sub(r"[^A-Za-z0-9_.-]+", "-", o) for o in extra)
     run_dir = RESULTS / "runs" / f"{model}{variant}_e{epochs}_s{seed}"
     overrides = [f"model={model}", *extra, f"seed={seed}", f"trainer.max_epochs={epochs}", "callbacks.progress_bar=null",
-                 "trainer.enable_progress_bar=false", f"hydra.run.dir={run_dir}"]
+                 "trainer.enable_progress_bar=false", f"hydra.run.dir={run_dir}", "overwrite=true"]
     start = time.time()
     subprocess.run([sys.executable, "train.py", *overrides], cwd=ROOT, check=True, capture_output=True)
     seconds = time.time() - start

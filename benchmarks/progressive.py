@@ -30,7 +30,7 @@ RECIPES = {"progan": "experiment=progan_fashion32", "stylegan": "experiment=styl
 def run_one(recipe: str, seed: int, num_samples: int, extra: list[str], threads: int | None) -> dict:
     run_dir = RESULTS / "runs" / f"{recipe}_s{seed}"
     overrides = [RECIPES[recipe], *extra, f"seed={seed}", "callbacks.progress_bar=null",
-                 "trainer.enable_progress_bar=false", f"hydra.run.dir={run_dir}"]
+                 "trainer.enable_progress_bar=false", f"hydra.run.dir={run_dir}", "overwrite=true"]
     env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
     start = time.time()
     subprocess.run([sys.executable, "train.py", *overrides], cwd=ROOT, env=env, check=True, capture_output=True)

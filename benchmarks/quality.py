@@ -42,7 +42,7 @@ def run_one(recipe: str, seed: int, epochs: int, num_samples: int, extra: list[s
     recipe_overrides = RECIPES[recipe] if recipe_overrides is None else recipe_overrides
     overrides = [*recipe_overrides, *extra, f"seed={seed}", f"trainer.max_epochs={epochs}",
                  "callbacks.progress_bar=null", "trainer.enable_progress_bar=false",
-                 "callbacks.samples.every_n_steps=1000000", f"hydra.run.dir={run_dir}"]
+                 "callbacks.samples.every_n_steps=1000000", f"hydra.run.dir={run_dir}", "overwrite=true"]
     start = time.time()
     subprocess.run([sys.executable, "train.py", *overrides], cwd=ROOT, check=True, capture_output=True)
     train_seconds = time.time() - start

@@ -27,7 +27,7 @@ NUM_MODES = {"ring": 8, "grid": 25}
 def run_one(data: str, loss: str, seed: int, extra: list[str], tag: str = "") -> dict:
     run_dir = RESULTS / "runs" / f"toy_{data}_{loss}{tag}_s{seed}"
     overrides = [f"experiment=toy_{data}", f"loss={loss}", *extra, f"seed={seed}", "callbacks.progress_bar=null",
-                 "trainer.enable_progress_bar=false", f"hydra.run.dir={run_dir}"]
+                 "trainer.enable_progress_bar=false", f"hydra.run.dir={run_dir}", "overwrite=true"]
     start = time.time()
     subprocess.run([sys.executable, "train.py", *overrides], cwd=ROOT, check=True, capture_output=True)
     seconds = time.time() - start

@@ -5,9 +5,20 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+PROJECT_ROOT = CONF_DIR.parent
+
+
+def register_resolvers() -> None:
+    """``${project_root:}``: the folder holding train.py, so ./logs and ./data do not follow the shell's
+    working directory (conf/paths/default.yaml)."""
+    if not OmegaConf.has_resolver("project_root"):
+        OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT))
+
+
+register_resolvers()
 
 
 def compose_config(overrides: list[str], config_name: str = "train") -> DictConfig:

@@ -152,14 +152,6 @@ def test_resume_continues_the_counters_and_callback_state(tmp_path):
     assert torch.equal(state["callbacks"]["SampleGrid"]["fixed_z"], first_z)
 
 
-def test_a_new_run_into_a_used_folder_replaces_its_last_checkpoint(tmp_path):
-    train(compose_train([*FAST, *TINY_DIGITS, "max_generator_steps=2"], tmp_path))
-    train(compose_train([*FAST, *TINY_DIGITS, "max_generator_steps=3"], tmp_path))
-    assert sorted(p.name for p in (tmp_path / "checkpoints").glob("last*")) == ["last.ckpt"]
-    state = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
-    assert state["callbacks"]["TrainingPlots"]["history"]["step"] == [1.0, 2.0, 3.0]
-
-
 def test_missing_checkpoint_path_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="ckpt_path"):
         train(compose_train([*FAST, *TINY_DIGITS, "debug=default", "ckpt_path=/nope/last.ckpt"], tmp_path))
