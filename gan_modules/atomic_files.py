@@ -122,3 +122,11 @@ def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
                 path.unlink()
                 removed.append(path)
     return removed
+
+
+def save_figure(figure, path: str | os.PathLike, **savefig_kwargs) -> Path:
+    """``figure.savefig`` (matplotlib) through a temporary file; the format follows the suffix."""
+    target = Path(path)
+    with atomic_write(target, "wb") as handle:
+        figure.savefig(handle, format=target.suffix.lstrip(".") or "png", **savefig_kwargs)
+    return target

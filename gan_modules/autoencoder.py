@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gan_modules.nets.autoencoders import VAE, StackedAutoencoder
+from gan_modules.resume_settings import apply_to_trainer
 from gan_modules.step_logging import logs_this_batch
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
@@ -144,6 +145,10 @@ class AutoencoderModule(pl.LightningModule):
         reconstruction = out[0] if isinstance(out, tuple) else out
         self.log("val/reconstruction", reconstruction_loss(reconstruction, x, self.reconstruction),
                  on_epoch=True, prog_bar=True, batch_size=x.shape[0])
+
+    def on_train_start(self) -> None:
+        # After Lightning restored a checkpoint's optimizer: the config given now is what runs.
+        apply_to_trainer(self.trainer, {"model.system.optimizer": self.optimizer})
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return self.optimizer(params=self.network.parameters())

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import logging
 from typing import Any, Callable
 
 import pytorch_lightning as pl
@@ -35,7 +36,10 @@ from torch import Tensor, nn
 
 from gan_modules.losses import GANLoss, auxiliary_class_loss, drift_penalty, gradient_penalty, r1_penalty
 from gan_modules.nets.conditional import conditioning_classes, discriminate, generate
+from gan_modules.resume_settings import apply_to_trainer
 from gan_modules.step_logging import logs_this_batch
+
+log = logging.getLogger(__name__)
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
@@ -155,6 +159,24 @@ class GANModule(pl.LightningModule):
             self.log_dict({k: outputs[k] for k in ("d_loss", "g_loss")}, prog_bar=True, on_step=True, on_epoch=False)
             self.log_dict({k: v for k, v in outputs.items() if k not in ("d_loss", "g_loss")}, on_step=True,
                           on_epoch=False)
+
+    def on_train_start(self) -> None:
+        # After Lightning restored a checkpoint's optimizers: the config given now is what runs.
+        apply_to_trainer(self.trainer, {"optimizer.g": self.optimizer_g, "optimizer.d": self.optimizer_d})
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Let a resumed run switch the EMA on or off (``module.ema_decay``) instead of failing to load."""
+        state = checkpoint["state_dict"]
+        has_ema = any(k.startswith("generator_ema.") for k in state)
+        if self.generator_ema is not None and not has_ema:
+            # Start the average from the generator's weights, as a fresh run does.
+            for key in [k for k in state if k.startswith("generator.")]:
+                state["generator_ema." + key[len("generator."):]] = state[key].clone()
+            log.info("The checkpoint has no EMA generator: module.ema_decay starts one from its generator's weights.")
+        elif self.generator_ema is None and has_ema:
+            for key in [k for k in state if k.startswith("generator_ema.")]:
+                del state[key]
+            log.info("module.ema_decay is null: the checkpoint's EMA generator is dropped.")
 
     def on_fit_start(self) -> None:
         if self.fake_hooks and getattr(self.discriminator, "classify_fakes", False):

@@ -14,6 +14,7 @@ import torch
 from pytorch_lightning.utilities import rank_zero_only
 from torch import Tensor, nn
 
+from gan_modules.atomic_files import save_figure
 from gan_modules.images import log_image_file, save_grid
 
 
@@ -142,6 +143,6 @@ class CodingsMap(pl.Callback):
         ax.set_yticks([])
         self.dirpath.mkdir(parents=True, exist_ok=True)
         path = self.dirpath / "codings_tsne.png"
-        fig.savefig(path, dpi=100, bbox_inches="tight")
+        save_figure(fig, path, dpi=100, bbox_inches="tight")
         plt.close(fig)
         return path

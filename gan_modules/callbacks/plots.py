@@ -8,6 +8,7 @@ from typing import Any
 import pytorch_lightning as pl
 from pytorch_lightning.utilities import rank_zero_only
 
+from gan_modules.atomic_files import save_figure
 from gan_modules.callbacks.samples import training_steps
 
 PLOTS = {
@@ -73,7 +74,7 @@ class TrainingPlots(pl.Callback):
             ax.grid(alpha=0.3)
             self.dirpath.mkdir(parents=True, exist_ok=True)
             path = self.dirpath / f"{name}.png"
-            fig.savefig(path, dpi=100, bbox_inches="tight")
+            save_figure(fig, path, dpi=100, bbox_inches="tight")
             plt.close(fig)
             written.append(path)
         return written

@@ -8,6 +8,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_only
 
+from gan_modules.atomic_files import save_figure
 from gan_modules.images import log_image_file, save_grid
 from gan_modules.nets.conditional import cycling_labels, generate
 
@@ -93,7 +94,7 @@ class SampleGrid(pl.Callback):
         ax.set_aspect("equal")
         ax.legend(loc="upper right", markerscale=4)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=100, bbox_inches="tight")
+        save_figure(fig, path, dpi=100, bbox_inches="tight")
         plt.close(fig)
 
     def state_dict(self) -> dict[str, Any]:

@@ -19,6 +19,8 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from gan_modules.atomic_files import atomic_write_text
+from gan_modules.checkpoint_io import atomic_torch_save
 from gan_modules.config import compose_config
 from gan_modules.metrics.features import WEIGHTS_DIR, FeatureNet, file_sha256
 
@@ -68,7 +70,7 @@ def train_feature_net(cfg: DictConfig) -> dict:
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     weights = out / f"{cfg.dataset}.pt"
-    torch.save(net.state_dict(), weights)
+    atomic_torch_save(net.state_dict(), weights)
     info = {
         "dataset": cfg.dataset,
         "test_accuracy": round(test_acc, 4),
@@ -80,7 +82,7 @@ def train_feature_net(cfg: DictConfig) -> dict:
         "command": "python -m gan_modules.metrics.train_feature_net " + " ".join(sys.argv[1:]),
         "date": date.today().isoformat(),
     }
-    (out / f"{cfg.dataset}.json").write_text(json.dumps(info, indent=2) + "\n")
+    atomic_write_text(out / f"{cfg.dataset}.json", json.dumps(info, indent=2) + "\n")
     print(json.dumps(info))
     return info
 
