@@ -271,4 +271,7 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    main()
+    from gan_modules.errors import report_user_errors
+
+    with report_user_errors("generate.py"):  # a bad file or value: one line naming it, not a traceback
+        main()

@@ -10,10 +10,12 @@ import pickle
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from datamodules.base import CorruptDatasetError, DatasetNotFoundError, GANDataModule, check_int
+from datamodules.safe_unpickle import UnsafePickleError, restricted_load
 from datamodules.transforms import TensorImageDataset, UInt8ToRange
 
 BATCH_DIR = "cifar-10-batches-py"
@@ -26,15 +28,23 @@ def read_cifar_batch(path: Path) -> tuple[Tensor, Tensor]:
     """Read one pickled CIFAR batch into uint8 images (N, 3, 32, 32) and int64 labels (N,).
 
     The pickle holds a dict with b"data" (N x 3072 uint8, each row the R, G
-    then B planes in row-major order) and b"labels" (N ints). Only unpickle
-    files you trust: pickle can run code.
+    then B planes in row-major order) and b"labels" (N ints). It is read with
+    a restricted unpickler (``safe_unpickle``): a file that names anything but
+    numpy arrays and plain containers is refused before any of it runs.
     """
     try:
         with open(path, "rb") as f:
-            batch = pickle.load(f, encoding="bytes")
+            batch = restricted_load(f, encoding="bytes")
         data, labels = batch[b"data"], batch[b"labels"]
-    except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError, AttributeError) as e:
+    except UnsafePickleError as e:
+        raise CorruptDatasetError(
+            f"{path}: refused, not a CIFAR-10 batch: {e}. Replace it with the original "
+            "cifar-10-python.tar.gz batches."
+        ) from e
+    except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
         raise CorruptDatasetError(f"{path}: not a readable CIFAR-10 batch ({type(e).__name__}: {e})") from e
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or not isinstance(labels, (list, np.ndarray)):
+        raise CorruptDatasetError(f"{path}: b'data' must be a uint8 array and b'labels' a list of ints")
     x = torch.as_tensor(data)
     y = torch.as_tensor(list(labels), dtype=torch.int64)
     if x.dtype != torch.uint8 or x.ndim != 2 or x.shape[1] != 3 * _NATIVE_SIZE**2 or x.shape[0] != y.shape[0]:

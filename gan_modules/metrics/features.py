@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,8 @@ def file_sha256(path: Path) -> str:
 
 def feature_net_info(name: str) -> dict[str, Any]:
     """The record shipped beside the weights: accuracy, hash, how it was trained."""
+    if not re.fullmatch(r"[A-Za-z0-9_]+", str(name)):  # a name, never a path out of WEIGHTS_DIR
+        raise ValueError(f"{name!r} is not a feature network name (letters, digits and _), e.g. fashion_mnist.")
     path = WEIGHTS_DIR / f"{name}.json"
     if not path.is_file():
         shipped = sorted(p.stem for p in WEIGHTS_DIR.glob("*.json"))
