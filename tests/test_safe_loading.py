@@ -69,3 +69,45 @@ def test_corrupt_resume_checkpoint_stops_before_training(checkpoint, tmp_path):
     with pytest.raises(ValueError, match="cannot be read"):
         train(cfg)
     assert not (run_dir / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "empty file"),
+    (b"hello, I am text\n", "cannot be read"),
+])
+def test_a_text_or_empty_file_is_a_clear_error(tmp_path, content, message):
+    path = tmp_path / "x.ckpt"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=message):
+        load_generator(path)
+
+
+def edited(checkpoint, path, edit):
+    state = torch.load(checkpoint, weights_only=True)
+    edit(state)
+    torch.save(state, path)
+    return path
+
+
+def test_renamed_weights_say_which_keys_do_not_fit(checkpoint, tmp_path):
+    def rename(state):
+        weights = state["state_dict"]
+        key = next(k for k in weights if k.startswith("generator."))
+        weights[key.replace("generator.", "generator.renamed_")] = weights.pop(key)
+
+    with pytest.raises(ValueError, match="do not fit the model.*missing: .*unexpected: .*renamed_"):
+        load_generator(edited(checkpoint, tmp_path / "renamed.ckpt", rename))
+
+
+def test_a_config_without_a_model_is_a_clear_error(checkpoint, tmp_path):
+    with pytest.raises(ValueError, match="no model.generator"):
+        load_generator(edited(checkpoint, tmp_path / "nomodel.ckpt", lambda s: s["run_config"].pop("model")))
+
+
+def test_non_finite_weights_are_refused_naming_the_tensor(checkpoint, tmp_path):
+    def poison(state):
+        key = next(k for k in state["state_dict"] if k.startswith("generator.") and k.endswith("weight"))
+        state["state_dict"][key][0] = float("nan")
+
+    with pytest.raises(ValueError, match=r"weight .*weight holds NaN or Inf"):
+        load_generator(edited(checkpoint, tmp_path / "nan.ckpt", poison))
