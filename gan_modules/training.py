@@ -154,7 +154,7 @@ def _train_in_folder(cfg: DictConfig, output_dir: Path, first_rank: bool) -> dic
     if ckpt_path is not None:
         checkpoint = check_checkpoint_fits(module, ckpt_path)
         check_resume_length(cfg, checkpoint, ckpt_path)
-        del checkpoint
+        del checkpoint  # not kept in memory through training; Lightning reads the file itself
         resume_logged_step = read_checkpoint_step(Path(ckpt_path)).logged_step
 
     resolved = OmegaConf.to_container(cfg, resolve=True)
