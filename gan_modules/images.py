@@ -8,6 +8,8 @@ import torch
 from torch import Tensor
 from torchvision.utils import make_grid, save_image
 
+from gan_modules.atomic_files import atomic_write
+
 
 def to_unit_range(x: Tensor, value_range: Sequence[float] | None) -> Tensor:
     """Map images from ``value_range`` to [0, 1] (clamped)."""
@@ -21,9 +23,11 @@ def to_uint8_hwc(x: Tensor, value_range: Sequence[float] | None) -> Tensor:
 
 
 def save_grid(x: Tensor, path: str | Path, value_range: Sequence[float] | None, nrow: int = 8) -> Path:
+    """A PNG grid, written through a temporary file: a failed write leaves an existing file as it was."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_image(to_unit_range(x.detach().float().cpu(), value_range), path, nrow=nrow, padding=2, pad_value=1.0)
+    with atomic_write(path, "wb") as handle:  # a handle has no suffix: name the format
+        save_image(to_unit_range(x.detach().float().cpu(), value_range), handle, nrow=nrow, padding=2,
+                   pad_value=1.0, format="png")
     return path
 
 

@@ -28,6 +28,18 @@ def sample_in_batches(generator: nn.Module, z: Tensor, labels: Tensor | None = N
     return torch.cat(chunks)
 
 
+def available_memory_bytes() -> int | None:
+    """MemAvailable from /proc/meminfo (Linux), or None where it cannot be read (then nothing is checked)."""
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024  # the file counts kB
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
 # --- interpolation ----------------------------------------------------------------------------
 def lerp(a: Tensor, b: Tensor, t: Tensor) -> Tensor:
     """Straight line ``(1 - t) a + t b`` for each ``t``: ``(len(t), *a.shape)``."""
@@ -108,3 +120,28 @@ def latent_arithmetic(z_a: Tensor, z_b: Tensor, z_c: Tensor) -> Tensor:
     """``mean(z_a) - mean(z_b) + mean(z_c)``: averaging several exemplars first keeps what they share
     (the attribute) and cancels what they do not, which single latents do not (Radford et al. 2016)."""
     return z_a.mean(0) - z_b.mean(0) + z_c.mean(0)
+
+
+# --- command-line values ----------------------------------------------------------------------
+def whole_number(value, key: str, minimum: int | None = None) -> int:
+    """``value`` as an int, or a ValueError naming ``key``: 1.7 is refused (never rounded to a class or
+    a count), as are strings and booleans; 3.0 is accepted as 3."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+            (isinstance(value, float) and not value.is_integer()):
+        raise ValueError(f"{key} must be a whole number, got {value!r}" + (f" (e.g. {key}={minimum})" if minimum is not None else ""))
+    number = int(value)
+    if minimum is not None and number < minimum:
+        raise ValueError(f"{key} must be >= {minimum}, got {number}")
+    return number
+
+
+def whole_numbers(values, key: str, minimum: int | None = None) -> list[int]:
+    """Each item of a list option as an int (see :func:`whole_number`); the error names the item."""
+    numbers = []
+    for i, value in enumerate(values):
+        try:
+            numbers.append(whole_number(value, key, minimum))
+        except ValueError as err:
+            raise ValueError(f"{key} takes whole numbers{'' if minimum is None else f' >= {minimum}'}, e.g. "
+                             f"{key}=[0,3,7]; item {i} is {value!r}") from err
+    return numbers
