@@ -9,17 +9,22 @@ metrics use the project's own feature network, not Inception; the output says wh
 from __future__ import annotations
 
 import json
+import math
 import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from gan_modules.atomic_files import OutputPathError, atomic_write_text, check_output_path
 
 from gan_modules.checkpoints import load_generator
 from gan_modules.nets.conditional import cycling_labels, is_conditional
-from gan_modules.sampling import sample_in_batches
+from gan_modules.sampling import sample_in_batches, whole_number
 from gan_modules.images import to_unit_range
 from gan_modules.metrics.evaluation import (FEATURE_NET_FOR, dataset_config, score_images, score_points,
                                             unit_range_datamodule)
@@ -28,24 +33,47 @@ from gan_modules.metrics.features import load_feature_net
 DEFAULTS = Path(__file__).resolve().parent / "conf" / "evaluate.yaml"
 
 
+INTEGERS = {"num_samples": 1, "num_real": 1, "seed": None, "crop": 1}  # option: smallest value (None: any)
+
+
 def parse_args(argv: list[str]) -> DictConfig:
     cfg = OmegaConf.load(DEFAULTS)
+    loose = [a for a in argv if "=" not in a]
+    if loose:
+        raise SystemExit(f"evaluate.py: options are key=value (e.g. samples=samples.npz dataset=digits); got {loose}")
     unknown = sorted({a.split("=", 1)[0] for a in argv} - set(cfg.keys()))
     if unknown:
         raise SystemExit(f"evaluate.py: unknown option(s) {unknown}; options: {', '.join(cfg.keys())}")
-    cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(argv))
+    try:
+        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(argv))
+    except (OmegaConfBaseException, ValueError) as err:
+        raise SystemExit(f"evaluate.py: cannot read the options {argv}: {str(err).splitlines()[0]}")
     if (cfg.checkpoint is None) == (cfg.samples is None):
         raise SystemExit("evaluate.py: give exactly one of checkpoint=PATH or samples=FILE.npz")
     if cfg.samples is not None and cfg.dataset is None:
         raise SystemExit("evaluate.py: with samples=FILE.npz also give dataset=NAME (e.g. fashion_mnist)")
     if cfg.split not in ("test", "train"):
         raise SystemExit(f"evaluate.py: split must be test or train, got {cfg.split!r}")
+    try:  # num_samples=1.5 must not silently become 1
+        for key, minimum in INTEGERS.items():
+            if cfg[key] is not None:
+                cfg[key] = whole_number(cfg[key], key, minimum)
+    except ValueError as err:
+        raise SystemExit(f"evaluate.py: {err}") from err
+    if cfg.json:  # before minutes of scoring, not after
+        try:
+            check_output_path(str(cfg.json), "json")
+        except OutputPathError as err:
+            raise SystemExit(f"evaluate.py: {err}") from err
     return cfg
 
 
 @torch.no_grad()
 def samples_from_checkpoint(path: str, n: int, seed: int, trust: bool = False) -> tuple[torch.Tensor, DictConfig]:
-    generator, run_cfg = load_generator(path, trust=trust)
+    try:
+        generator, run_cfg = load_generator(path, trust=trust)
+    except (ValueError, FileNotFoundError, OSError) as err:
+        raise SystemExit(f"evaluate.py: {err}") from err
     noise = torch.Generator().manual_seed(seed)
     z = torch.cat([torch.randn(min(500, n - i), generator.z_dim, generator=noise) for i in range(0, n, 500)])
     # A conditional model is scored on every class equally often, as the test splits are balanced.
@@ -57,14 +85,56 @@ def samples_from_checkpoint(path: str, n: int, seed: int, trust: bool = False) -
 
 
 def samples_from_npz(path: str, n: int) -> torch.Tensor:
-    if not Path(path).is_file():
-        raise SystemExit(f"evaluate.py: {path} does not exist")
-    array = np.load(path)["arr_0"][:n]
+    """``arr_0`` of an npz as float tensors: images N x C x H x W in [0, 1], or points N x D."""
+    file = Path(path)
+    if not file.is_file():
+        raise SystemExit(f"evaluate.py: {path} does not exist" + (" (it is a folder)" if file.is_dir() else ""))
+    if file.suffix.lower() == ".npy":
+        raise SystemExit(f"evaluate.py: {path} is a .npy file; evaluate.py reads an .npz whose arr_0 holds the "
+                         "samples, e.g. np.savez('samples.npz', np.load('samples.npy')).")
+    try:  # allow_pickle=False: an object array in a file from elsewhere must never be unpickled
+        npz = np.load(file, allow_pickle=False)
+    except ValueError as err:  # numpy's own text would suggest allow_pickle=True: never for a foreign file
+        raise SystemExit(f"evaluate.py: {path} is not an npz archive (neither a zip nor a .npy file: text, or a "
+                         "pickle, which is never loaded); write the samples with np.savez(path, samples) or "
+                         "generate.py.") from err
+    except (OSError, EOFError, zipfile.BadZipFile) as err:  # truncated or foreign files
+        raise SystemExit(f"evaluate.py: {path} is not an npz archive ({type(err).__name__}: {str(err)[:150]}); "
+                         "write the samples with np.savez(path, samples) or generate.py.") from err
+    if not isinstance(npz, np.lib.npyio.NpzFile):  # a .npy under another name
+        raise SystemExit(f"evaluate.py: {path} holds a single array (.npy format), not an npz; evaluate.py reads "
+                         "arr_0 of an npz, e.g. np.savez('samples.npz', array).")
+    with npz:
+        if "arr_0" not in npz.files:
+            raise SystemExit(f"evaluate.py: {path} has no arr_0 (its arrays: {npz.files or 'none'}); save the "
+                             "samples as the first positional array, np.savez(path, samples).")
+        try:
+            array = npz["arr_0"][:n]
+        except ValueError as err:  # allow_pickle=False refuses object arrays
+            raise SystemExit(f"evaluate.py: arr_0 of {path} is an object array, which would have to be unpickled "
+                             "(that can run code) and is never read; save plain uint8 or float32 arrays.") from err
+        except (OSError, EOFError, zipfile.BadZipFile, KeyError) as err:
+            raise SystemExit(f"evaluate.py: arr_0 of {path} cannot be read ({type(err).__name__}: "
+                             f"{str(err)[:150]}); the file may be truncated.") from err
+    if len(array) < 2:
+        raise SystemExit(f"evaluate.py: {path} holds {len(array)} sample(s); the metrics need at least 2 "
+                         "(thousands for stable scores).")
     if array.ndim == 4:
+        channels_first = array.shape[1] in (1, 3) and array.shape[-1] not in (1, 3)
+        hint = (" It looks like N x C x H x W: use arr.transpose(0, 2, 3, 1)." if channels_first else "")
         if array.dtype != np.uint8:
-            raise SystemExit(f"evaluate.py: image samples must be uint8 N x H x W x C, got {array.dtype}")
+            raise SystemExit(f"evaluate.py: image samples must be uint8 N x H x W x C, got {array.dtype} "
+                             f"{list(array.shape)}.{hint}")
+        if channels_first:
+            raise SystemExit(f"evaluate.py: image samples must be N x H x W x C, got {list(array.shape)}.{hint}")
         return torch.from_numpy(array).permute(0, 3, 1, 2).float() / 255.0
-    return torch.from_numpy(array.astype(np.float32))
+    if array.ndim != 2 or not np.issubdtype(array.dtype, np.number):
+        raise SystemExit(f"evaluate.py: arr_0 of {path} must be uint8 images N x H x W x C or float points N x D, "
+                         f"got {array.dtype} of shape {list(array.shape)}.")
+    points = array.astype(np.float32)
+    if not np.isfinite(points).all():
+        raise SystemExit(f"evaluate.py: {path} holds NaN or infinite values; they cannot be scored.")
+    return torch.from_numpy(points)
 
 
 def center_crop(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -88,7 +158,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if cfg.crop is not None:
         fake = center_crop(fake, int(cfg.crop))
     if tuple(fake.shape[1:]) != tuple(datamodule.sample_shape):
-        raise SystemExit(f"evaluate.py: samples have shape {list(fake.shape[1:])}, the dataset {list(datamodule.sample_shape)}")
+        raise SystemExit(f"evaluate.py: samples have shape {list(fake.shape[1:])} (C x H x W), the dataset "
+                         f"{list(datamodule.sample_shape)}: give the dataset the samples were trained on, or crop=N "
+                         "for samples of a padded dataset.")
     name = cfg.feature_net or FEATURE_NET_FOR.get(type(datamodule).__name__)
     if name is None:
         raise SystemExit("evaluate.py: no shipped feature network for this dataset; pass feature_net=NAME")
@@ -121,11 +193,31 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     cfg = parse_args(sys.argv[1:] if argv is None else argv)
     result = evaluate(cfg)
     print_table(result)
-    line = json.dumps(result)
+    line = strict_json(result)
     print(line)
     if cfg.json:
-        Path(cfg.json).write_text(line + "\n")
+        atomic_write_text(cfg.json, line + "\n")
     return result
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with every NaN or infinity (Python or numpy) as None: JSON has no such numbers, and
+    json.dumps would write Infinity, which strict parsers reject."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def strict_json(result: dict[str, Any]) -> str:
+    return json.dumps(json_safe(result), allow_nan=False)
 
 
 if __name__ == "__main__":
