@@ -1,13 +1,22 @@
 """Fashion-MNIST and MNIST datamodules read from IDX files.
 
-Files are looked for in this order: ``data_dir``, ``data_dir/<name>/``,
-torchvision's ``data_dir/<Name>/raw/``, then ``system_dir`` (where Debian's
-``dataset-fashion-mnist`` package installs them); if all fail and
-``download`` is true, torchvision downloads them into ``data_dir``.
+Where the four files are looked for (``data_dir`` means ``data_dir``, ``data_dir/<name>/`` and
+torchvision's ``data_dir/<Name>/raw/``):
+
+1. A folder there that holds some but not all four files is an error naming the missing ones, always:
+   a half-copied data set must not be replaced silently by another copy.
+2. ``data_dir`` left at the project's data folder (``default_data_dir``, ``paths.data_dir`` in the
+   configs) and holding none of them: ``system_dir`` (where Debian's ``dataset-fashion-mnist`` package
+   installs them), then, with ``download`` true, torchvision downloads them into ``data_dir``.
+   The same holds when ``system_dir`` is given explicitly: that is asking for the system copy.
+3. A ``data_dir`` of your own holding none of them: the files are downloaded into it when ``download``
+   is true and the folder exists (a folder that does not exist is most likely a typo, so it is an
+   error); otherwise an error. The system copy is not used in its place.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +33,7 @@ from datamodules.idx_format import IDX_FILES, find_idx_files, read_idx
 from datamodules.transforms import TensorImageDataset, UInt8ToRange
 
 _NATIVE_SIZE = 28
+log = logging.getLogger(__name__)
 
 
 class IDXImageDataModule(GANDataModule):
@@ -48,9 +58,13 @@ class IDXImageDataModule(GANDataModule):
         val_size: int = 0,
         download: bool = True,
         system_dir: str | None = None,
+        default_data_dir: str = "data",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if data_dir is None or not str(data_dir).strip():
+            raise ValueError(f"dataset.data_dir is not set: give the folder of the {self.title} IDX files, "
+                             "e.g. dataset.data_dir=./data")
         self.data_dir = Path(data_dir).expanduser()
         self.image_size = check_int("image_size", image_size, 1)
         self.resize = check_choice("resize", resize, ("pad", "interpolate"))
@@ -62,8 +76,11 @@ class IDXImageDataModule(GANDataModule):
         self.val_size = check_int("val_size", val_size, 0)
         self.download = bool(download)
         self.system_dir = Path(system_dir or self.default_system_dir).expanduser()
+        # The system copy stands in only for the project's own data folder, or when asked for by name.
+        self.system_fallback = system_dir is not None or _same_dir(self.data_dir, Path(default_data_dir).expanduser())
         self._require_value_range()
         self._check_declared_shape()
+        self._check_location()  # file names only: a wrong data_dir stops before any work
 
     @property
     def sample_shape(self) -> tuple[int, ...]:
@@ -73,16 +90,50 @@ class IDXImageDataModule(GANDataModule):
     def num_classes(self) -> int | None:
         return 10
 
+    def local_dirs(self) -> list[Path]:
+        """The folders under ``data_dir`` searched for the IDX files, in order."""
+        local = [self.data_dir] + [self.data_dir / s for s in self.subdir_names]
+        return local + [self.data_dir / self.torchvision_name / "raw"]
+
     def search_dirs(self) -> list[Path]:
         """Directories searched for the IDX files, in order."""
-        local = [self.data_dir] + [self.data_dir / s for s in self.subdir_names]
-        return local + [self.data_dir / self.torchvision_name / "raw", self.system_dir]
+        return self.local_dirs() + ([self.system_dir] if self.system_fallback else [])
+
+    def _incomplete_error(self, notes: list[str]) -> DatasetNotFoundError:
+        lines = [f"dataset.data_dir={self.data_dir} holds only some of the four {self.title} IDX files:"]
+        lines += [f"  {n}" for n in notes]
+        lines.append("Looked in: " + ", ".join(str(d) for d in self.local_dirs()))
+        lines.append("Add the missing files (plain or .gz), or point dataset.data_dir at a folder that holds all "
+                     "four; the files are not mixed with another copy.")
+        return DatasetNotFoundError("\n".join(lines))
+
+    def _check_location(self) -> None:
+        """Raise at once for what no download can mend: an incomplete folder, a data_dir of your own
+        that does not exist, or one without the files when downloads are off."""
+        files, notes = find_idx_files(self.local_dirs())
+        if files is not None:
+            return
+        if notes:
+            raise self._incomplete_error(notes)
+        if self.system_fallback:
+            return
+        if not self.data_dir.is_dir():
+            raise DatasetNotFoundError(
+                f"dataset.data_dir={self.data_dir} does not exist. Fix the path, or create the folder to have "
+                f"{self.title} downloaded into it (dataset.download=true), or leave dataset.data_dir unset to read "
+                f"the project's data folder and then the system copy ({self.system_dir})."
+            )
+        if not self.download:
+            raise self._missing_error([], download_error=None)
 
     def _missing_error(self, notes: list[str], download_error: BaseException | None) -> DatasetNotFoundError:
         names = ", ".join(f"{n}[.gz]" for n in IDX_FILES.values())
         ways = [f"put the four IDX files ({names}) in data_dir (dataset.data_dir=/path/to/dir)"]
         if self.apt_hint:
             ways.append(self.apt_hint)
+        if not self.system_fallback:
+            ways.append(f"read the system copy: leave dataset.data_dir unset, or name the folder with "
+                        f"dataset.system_dir={self.system_dir}")
         if download_error is None:
             ways.append("allow the download (needs network): dataset.download=true")
         else:
@@ -102,12 +153,17 @@ class IDXImageDataModule(GANDataModule):
             raise self._missing_error([], download_error=e) from e
 
     def _locate(self) -> dict[str, Path]:
+        self._check_location()  # the folder may have changed since the constructor
         files, notes = find_idx_files(self.search_dirs())
         if files is None and self.download:
+            log.info("Downloading %s into %s", self.title, self.data_dir)
             self._download()
-            files, notes = find_idx_files(self.search_dirs())
+            files, notes = find_idx_files(self.local_dirs())
         if files is None:
             raise self._missing_error(notes, download_error=None)
+        if self.system_fallback and files["train_images"].parent == self.system_dir:
+            log.info("%s: none of the IDX files in %s, reading the system copy in %s", self.title, self.data_dir,
+                     self.system_dir)
         return files
 
     def prepare_data(self) -> None:
@@ -140,6 +196,10 @@ class IDXImageDataModule(GANDataModule):
         self.train_dataset = TensorImageDataset(train_x[v:], train_y[v:], transform)
         self.test_dataset = TensorImageDataset(test_x, test_y, transform)
         self.val_dataset = TensorImageDataset(train_x[:v], train_y[:v], transform) if v else self.test_dataset
+
+
+def _same_dir(a: Path, b: Path) -> bool:
+    return a.resolve() == b.resolve()
 
 
 class FashionMNISTDataModule(IDXImageDataModule):

@@ -56,6 +56,9 @@ class ImageFolderDataModule(GANDataModule):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if root is None or not str(root).strip():
+            raise ValueError("dataset.root is not set: give the folder of your images, e.g. "
+                             "dataset.root=/path/to/images (class sub-folders become labels)")
         self.root = Path(root).expanduser()
         self.image_size = check_int("image_size", image_size, 1)
         if channels not in (1, 3):
@@ -90,7 +93,8 @@ class ImageFolderDataModule(GANDataModule):
             return self._scan
         if not self.root.is_dir():
             raise DatasetNotFoundError(
-                f"image folder {self.root} does not exist; point dataset.root=/path/to/images at it"
+                f"image folder {self.root} does not exist; point dataset.root at your images, "
+                "e.g. dataset.root=/path/to/images"
             )
         files = scan_images(self.root)
         if not files:

@@ -122,6 +122,74 @@ def test_idx_lookup_order(tmp_path, monkeypatch):
         assert markers(dm) == 1.0, sub
 
 
+@pytest.mark.parametrize("missing", ["t10k-labels-idx1-ubyte", "train-images-idx3-ubyte"])
+@pytest.mark.parametrize("explicit", [True, False])
+def test_idx_incomplete_data_dir_is_an_error_naming_the_missing_file(tmp_path, missing, explicit):
+    d = make_idx_dir(tmp_path / "d", gz=True)
+    (d / (missing + ".gz")).unlink()
+    system = make_idx_dir(tmp_path / "sys")
+    # explicit: a data_dir of the user's own; else the project's data folder with the system fallback.
+    kw = {} if explicit else {"default_data_dir": str(d), "system_dir": str(system)}
+    with pytest.raises(DatasetNotFoundError) as info:
+        FashionMNISTDataModule(data_dir=str(d), download=True, **kw)  # no download can mend it: at once
+    msg = str(info.value)
+    assert missing in msg and str(d) in msg and "dataset.data_dir" in msg
+    for present in set(n for pair in IDX_NAMES.values() for n in pair) - {missing}:
+        assert f"lacks {present}" not in msg and f", {present}" not in msg
+
+
+def test_idx_own_data_dir_without_files_does_not_read_the_system_copy(tmp_path, monkeypatch):
+    system = make_idx_dir(tmp_path / "sys", marker=0)
+    monkeypatch.setattr(FashionMNISTDataModule, "default_system_dir", str(system))
+    # A typo'd folder: stops before any work, saying so.
+    with pytest.raises(DatasetNotFoundError, match="does not exist"):
+        FashionMNISTDataModule(data_dir=str(tmp_path / "typo"), default_data_dir=str(tmp_path / "data"))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DatasetNotFoundError, match="system_dir") as info:
+        FashionMNISTDataModule(data_dir=str(empty), download=False, default_data_dir=str(tmp_path / "data"))
+    assert str(system) not in info.value.args[0].split("Get the data")[0]  # not searched
+    # The project's data folder (the config's default) still falls back to the system copy.
+    dm = FashionMNISTDataModule(data_dir=str(empty), download=False, default_data_dir=str(empty))
+    dm.setup()
+    assert markers(dm) == -1.0
+    # An existing empty folder of the user's own with download=true: downloaded into it.
+    import torchvision.datasets
+
+    calls = []
+
+    class FakeFashion:
+        def __init__(self, root, download):
+            calls.append(root)
+            make_idx_dir(Path(root) / "FashionMNIST" / "raw", marker=255)
+
+    monkeypatch.setattr(torchvision.datasets, "FashionMNIST", FakeFashion)
+    dm = FashionMNISTDataModule(data_dir=str(empty), download=True, default_data_dir=str(tmp_path / "data"))
+    dm.prepare_data()
+    dm.setup()
+    assert calls == [str(empty)] and markers(dm) == 1.0
+
+
+def test_idx_data_dir_rule_in_the_composed_config(tmp_path):
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    from tests.conftest import compose_train
+
+    partial = make_idx_dir(tmp_path / "partial")
+    (partial / "t10k-labels-idx1-ubyte").unlink()
+    cfg = compose_train([f"dataset.data_dir={partial}"], tmp_path / "run")
+    with pytest.raises(InstantiationException, match="t10k-labels-idx1-ubyte"):
+        instantiate(cfg.dataset)
+    # Left at paths.data_dir, an empty data folder still reads the system copy.
+    cfg = compose_train([f"paths.data_dir={tmp_path / 'nothing'}", f"dataset.system_dir={tmp_path / 'x'}"],
+                        tmp_path / "run")
+    dm = instantiate(cfg.dataset)
+    assert dm.system_fallback and dm.data_dir == tmp_path / "nothing"
+    cfg = compose_train([f"paths.data_dir={tmp_path / 'nothing'}"], tmp_path / "run")
+    assert instantiate(cfg.dataset).system_fallback
+
+
 def test_idx_missing_data_error(tmp_path):
     dm = idx_dm(tmp_path / "nothing", tmp_path)
     assert dm.sample_shape == (1, 28, 28)  # metadata needs no data
@@ -203,7 +271,8 @@ def test_idx_val_size_holds_out_first_images(tmp_path):
 
 @pytest.mark.skipif(not SYSTEM_FASHION.is_dir(), reason="apt-get install dataset-fashion-mnist")
 def test_real_fashion_mnist_from_debian_package(tmp_path):
-    dm = FashionMNISTDataModule(data_dir=str(tmp_path), download=False)
+    # An empty data_dir of the user's own reads the system copy only when asked to by name.
+    dm = FashionMNISTDataModule(data_dir=str(tmp_path), system_dir=str(SYSTEM_FASHION), download=False)
     dm.setup()
     assert len(dm.train_dataset) == 60000 and len(dm.test_dataset) == 10000
     labels = dm.train_dataset.labels
