@@ -13,7 +13,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gan_modules.nets.common import OUTPUT_RANGES, as_shape, image_shape, make_output_activation, numel
+from gan_modules.nets.common import (
+    OUTPUT_RANGES,
+    as_shape,
+    check_size,
+    check_sizes,
+    image_shape,
+    make_output_activation,
+    numel,
+)
 from gan_modules.nets.mlp import _activation
 
 CORRUPTIONS = ("none", "gaussian", "dropout")
@@ -103,7 +111,7 @@ class StackedAutoencoder(nn.Module):
         self.in_shape = as_shape(in_shape)
         self.output_range = OUTPUT_RANGES.get(output_activation)
         self.tied = bool(tied)
-        widths = [numel(self.in_shape), *[int(h) for h in hidden]]
+        widths = [numel(self.in_shape), *check_sizes("model.network.hidden", hidden)]
         self.corrupt = InputCorruption(corruption, corruption_amount)
         self.encoder = StackedEncoder(widths, activation)
         self.decoder_linears = nn.ModuleList(
@@ -164,7 +172,7 @@ class ConvAutoencoder(nn.Module):
         sizes = [self.in_shape[1]]
         for _ in channels:
             sizes.append(sizes[-1] // 2)
-        widths = [self.in_shape[0], *[int(c) for c in channels]]
+        widths = [self.in_shape[0], *check_sizes("model.network.channels", channels)]
         encoder: list[nn.Module] = []
         for a, b in zip(widths, widths[1:]):
             encoder += [nn.Conv2d(a, b, 3, padding=1), _activation(activation, 0.2), nn.MaxPool2d(2)]
@@ -244,7 +252,8 @@ class VAE(nn.Module):
     ) -> None:
         super().__init__()
         self.in_shape = as_shape(in_shape)
-        self.z_dim = int(z_dim)
+        self.z_dim = check_size("z_dim", z_dim)
+        hidden = check_sizes("hidden", hidden)
         self.encoder = VAEEncoder(self.in_shape, hidden, self.z_dim, activation)
         self.decoder = VAEDecoder(self.z_dim, list(reversed(list(hidden))), self.in_shape, activation, output_activation)
         self.output_range = self.decoder.output_range

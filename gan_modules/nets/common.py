@@ -23,6 +23,21 @@ def make_output_activation(name: str) -> nn.Module:
     return {"tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "identity": nn.Identity}[name]()
 
 
+def check_size(name: str, value: object, minimum: int = 1) -> int:
+    """A size argument (z_dim, a width, a channel count) as an int; 0, 1.5 or True are refused rather
+    than truncated into a network that trains but cannot work (z_dim=0 makes G a constant)."""
+    if isinstance(value, bool) or not hasattr(value, "__index__") or int(value) < minimum:  # type: ignore[call-overload]
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+    return int(value)  # type: ignore[call-overload]
+
+
+def check_sizes(name: str, values: Sequence[object]) -> list[int]:
+    """Every entry of a list of sizes (the ``hidden`` widths, ``channels``) through :func:`check_size`."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+        raise ValueError(f"{name} must be a list of integers >= 1, got {values!r}.")
+    return [check_size(f"{name}[{i}]", v) for i, v in enumerate(values)]
+
+
 def as_shape(shape: Sequence[int]) -> tuple[int, ...]:
     shape = tuple(int(s) for s in shape)
     if not shape or any(s < 1 for s in shape):
@@ -76,4 +91,5 @@ def make_minibatch_discrimination(in_features: int, options: Mapping[str, int] |
             "minibatch_discrimination must be null or {num_kernels: int, kernel_dim: int} "
             f"(e.g. {{num_kernels: 100, kernel_dim: 5}}), got keys {sorted(keys)}."
         )
-    return MinibatchDiscrimination(in_features, int(options["num_kernels"]), int(options["kernel_dim"]))
+    return MinibatchDiscrimination(in_features, check_size("minibatch_discrimination.num_kernels", options["num_kernels"]),
+                                   check_size("minibatch_discrimination.kernel_dim", options["kernel_dim"]))

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from gan_modules.layers import MinibatchStdDev, apply_spectral_norm
 from gan_modules.nets.common import (
     OUTPUT_RANGES,
+    check_size,
     dcgan_init_,
     image_shape,
     make_minibatch_discrimination,
@@ -38,6 +39,7 @@ def split_size(size: int) -> tuple[int, int]:
 
 def _widths(doublings: int, base_channels: int, max_channels: int) -> list[int]:
     """Channels at each resolution from the smallest (index 0) to the last before the output."""
+    base_channels, max_channels = check_size("base_channels", base_channels), check_size("max_channels", max_channels)
     return [min(base_channels * 2 ** (doublings - 1 - i), max_channels) for i in range(doublings)]
 
 
@@ -65,7 +67,7 @@ class DCGANGenerator(nn.Module):
         super().__init__()
         channels, size, _ = image_shape(out_shape, "DCGAN")
         base, doublings = split_size(size)
-        self.z_dim = int(z_dim)
+        self.z_dim = check_size("z_dim", z_dim)
         self.out_shape = (channels, size, size)
         self.output_range = OUTPUT_RANGES.get(output_activation)
         widths = _widths(doublings, base_channels, max_channels)

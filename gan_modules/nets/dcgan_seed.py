@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from gan_modules.layers import MinibatchStdDev, apply_spectral_norm
 from gan_modules.nets.common import (
     OUTPUT_RANGES,
+    check_size,
     image_shape,
     keras_init_,
     make_minibatch_discrimination,
@@ -37,7 +38,7 @@ class SeedDCGANGenerator(nn.Module):
         super().__init__()
         channels, size, _ = image_shape(out_shape, "The seed DCGAN")
         self.base = _quarter(size)
-        self.z_dim = int(z_dim)
+        self.z_dim = check_size("z_dim", z_dim)
         self.out_shape = (channels, size, size)
         self.output_range = OUTPUT_RANGES.get(output_activation)
         self.project = nn.Linear(self.z_dim, 128 * self.base * self.base)

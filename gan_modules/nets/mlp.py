@@ -9,6 +9,8 @@ from gan_modules.layers import MinibatchStdDev, apply_spectral_norm
 from gan_modules.nets.common import (
     OUTPUT_RANGES,
     as_shape,
+    check_size,
+    check_sizes,
     keras_init_,
     make_output_activation,
     make_minibatch_discrimination,
@@ -47,7 +49,8 @@ class MLPGenerator(nn.Module):
     ) -> None:
         super().__init__()
         _check_init(init)
-        self.z_dim = int(z_dim)
+        self.z_dim = check_size("z_dim", z_dim)
+        hidden = check_sizes("hidden", hidden)
         self.out_shape = as_shape(out_shape)
         self.output_range = OUTPUT_RANGES.get(output_activation)
         layers: list[nn.Module] = []
@@ -91,6 +94,7 @@ class MLPDiscriminator(nn.Module):
         super().__init__()
         _check_init(init)
         self.in_shape = as_shape(in_shape)
+        hidden = check_sizes("hidden", hidden)
         layers: list[nn.Module] = [nn.Flatten()]
         width = numel(self.in_shape)
         for h in hidden:

@@ -23,7 +23,7 @@ from typing import Sequence
 from torch import Tensor, nn
 
 from gan_modules.layers import EqualizedConv2d, EqualizedLinear, MinibatchStdDev, PixelNorm
-from gan_modules.nets.common import OUTPUT_RANGES, image_shape, make_output_activation
+from gan_modules.nets.common import OUTPUT_RANGES, check_size, image_shape, make_output_activation
 from gan_modules.nets.progressive import ProgressiveNet, channels_at, downsample, fade, upsample
 
 
@@ -39,7 +39,7 @@ class ProGANGenerator(ProgressiveNet):
                  max_channels: int = 512, output_activation: str = "tanh") -> None:
         shape = image_shape(out_shape, "ProGANGenerator")
         super().__init__(shape[1])
-        self.out_shape, self.z_dim = shape, int(z_dim)
+        self.out_shape, self.z_dim = shape, check_size("z_dim", z_dim)
         self.output_range = OUTPUT_RANGES.get(output_activation)
         width = [channels_at(4 * 2**s, channel_base, max_channels) for s in range(self.num_stages)]
         # The paper's first layer is a 4x4 transposed conv of the 1x1 latent: a dense layer, whose
@@ -76,6 +76,7 @@ class ProGANDiscriminator(ProgressiveNet):
         shape = image_shape(in_shape, "ProGANDiscriminator")
         super().__init__(shape[1])
         self.in_shape = shape
+        check_size("mbstd_group_size", mbstd_group_size)
         width = [channels_at(4 * 2**s, channel_base, max_channels) for s in range(self.num_stages)]
         self.from_rgb = nn.ModuleList(nn.Sequential(*_conv_act(shape[0], w, kernel=1)) for w in width)
         # blocks[s - 1] takes stage s's features (width[s], 4*2^s pixels) to stage s - 1's.

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gan_modules.nets.common import check_size
+
 
 def stage_count(resolution: int) -> int:
     """The number of stages from 4x4 up to ``resolution`` (a power of two, at least 4)."""
@@ -30,7 +32,8 @@ def stage_count(resolution: int) -> int:
 def channels_at(resolution: int, channel_base: int, max_channels: int) -> int:
     """Feature maps at a resolution: ``channel_base / resolution``, capped at ``max_channels``
     (ProGAN's schedule: constant width at low resolutions, halving above)."""
-    return max(1, min(int(max_channels), int(channel_base) // resolution))
+    channel_base, max_channels = check_size("channel_base", channel_base), check_size("max_channels", max_channels)
+    return max(1, min(max_channels, channel_base // resolution))
 
 
 def upsample(x: Tensor) -> Tensor:

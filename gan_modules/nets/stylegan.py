@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gan_modules.layers import AdaIN, ConstantInput, EqualizedConv2d, EqualizedLinear, NoiseInjection, PixelNorm
-from gan_modules.nets.common import OUTPUT_RANGES, image_shape, make_output_activation
+from gan_modules.nets.common import OUTPUT_RANGES, check_size, image_shape, make_output_activation
 from gan_modules.nets.progressive import ProgressiveNet, channels_at, fade, upsample
 
 NOISE_MODES = ("random", "none")
@@ -34,9 +34,8 @@ class MappingNetwork(nn.Module):
 
     def __init__(self, z_dim: int, w_dim: int, num_layers: int = 8, lr_multiplier: float = 0.01) -> None:
         super().__init__()
-        if num_layers < 1:
-            raise ValueError(f"The mapping network needs at least one layer, got mapping_layers={num_layers}.")
-        self.z_dim, self.w_dim = int(z_dim), int(w_dim)
+        num_layers = check_size("mapping_layers", num_layers)
+        self.z_dim, self.w_dim = check_size("z_dim", z_dim), check_size("w_dim", w_dim)
         layers: list[nn.Module] = [PixelNorm()]
         for i in range(int(num_layers)):
             layers += [EqualizedLinear(self.z_dim if i == 0 else self.w_dim, self.w_dim, lr_multiplier=lr_multiplier),
@@ -86,7 +85,7 @@ class StyleGANGenerator(ProgressiveNet):
         if not 0.0 <= w_avg_beta < 1.0:
             raise ValueError(f"w_avg_beta must be in [0, 1), got {w_avg_beta}.")
         self.out_shape = shape
-        self.z_dim, self.w_dim = int(z_dim), int(w_dim)
+        self.z_dim, self.w_dim = check_size("z_dim", z_dim), check_size("w_dim", w_dim)
         self.activation = make_output_activation(output_activation)  # checks the name first
         self.output_range = OUTPUT_RANGES[output_activation]
         self.style_mixing_prob, self.w_avg_beta = float(style_mixing_prob), float(w_avg_beta)
