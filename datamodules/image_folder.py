@@ -70,6 +70,8 @@ class ImageFolderDataModule(GANDataModule):
         self._require_value_range()
         self._check_declared_shape()
         self._scan: tuple[list[Path], list[int], list[str]] | None = None
+        # File names only (cached for setup): a wrong or empty root stops before any work.
+        self.scan()
 
     @property
     def sample_shape(self) -> tuple[int, ...]:

@@ -500,9 +500,23 @@ def test_dataset_config(tmp_path, name):
     assert raw["seed"] == "${seed}" and raw["value_range"] == "${model.data_range}"
     # Resolve against stand-ins for the rest of the config and build the datamodule (no data loaded).
     data_range = None if name.startswith("toy") else [-1.0, 1.0]
+    if name == "image_folder":  # it lists the folder's files when built
+        (tmp_path / "images").mkdir()
+        Image.new("RGB", (8, 8)).save(tmp_path / "images" / "a.png")
     root = OmegaConf.create({"paths": {"data_dir": str(tmp_path)}, "model": {"data_range": data_range},
                              "seed": 0, "dataset": cfg})
     kwargs = OmegaConf.to_container(root.dataset, resolve=True)
     kwargs.pop("_target_")
     dm = cls(**kwargs)
     assert list(dm.sample_shape) == kwargs["shape"]
+
+
+def test_image_folder_root_problems_stop_at_construction(tmp_path):
+    # Before any data is loaded or the run folder gets files: train.py builds the datamodule first.
+    with pytest.raises(ValueError, match=r"dataset\.root is not set.*dataset\.root=/path/to/images"):
+        ImageFolderDataModule(root=None)
+    with pytest.raises(DatasetNotFoundError, match="does not exist.*dataset.root="):
+        ImageFolderDataModule(root=str(tmp_path / "typo"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetNotFoundError, match="no images"):
+        ImageFolderDataModule(root=str(tmp_path / "empty"))
