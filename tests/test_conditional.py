@@ -206,7 +206,7 @@ def test_class_grid_rows_are_latents_and_columns_classes(cgan_run, tmp_path):
 
 @pytest.mark.parametrize("args, match", [
     (["labels=[0,10]"], r"Labels \[10\] are out of range.*0 to 9"),
-    (["labels=[-1]"], "out of range"),
+    (["labels=[-1]"], "out of range|whole numbers >= 0"),
     (["labels=[0]", "class_grid=x.png", "interpolate=[1,2]"], "one of"),
 ])
 def test_generate_refuses_bad_label_requests(cgan_run, args, match):
