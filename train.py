@@ -20,7 +20,7 @@ register_resolvers()
 def main(cfg: DictConfig) -> float | None:
     from gan_modules.errors import report_user_errors
     from gan_modules.training import train
-    from gan_modules.validation import optimized_value
+    from gan_modules.preflight import optimized_value
 
     with report_user_errors("train.py"):
         metrics = train(cfg)

@@ -26,6 +26,14 @@ class CorruptDatasetError(ValueError):
     """Raised when a dataset file exists but cannot be parsed."""
 
 
+def split_batch(batch: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A batch as ``(x, y)``: this package serves ``(x, y)`` pairs; a user's loader of bare tensors
+    (or 1-tuples) gives ``y = None``."""
+    if isinstance(batch, (tuple, list)):
+        return batch[0], (batch[1] if len(batch) > 1 else None)
+    return batch, None
+
+
 def check_choice(name: str, value: str, allowed: Sequence[str]) -> str:
     """Return ``value`` if it is one of ``allowed``, else raise a ValueError listing them."""
     if value not in allowed:

@@ -14,7 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from datamodules.base import split_batch
 from gan_modules.nets.autoencoders import VAE, StackedAutoencoder
+from gan_modules.nets.common import eval_mode
 from gan_modules.resume_settings import apply_to_trainer
 from gan_modules.step_logging import logs_this_batch
 
@@ -72,6 +74,8 @@ class AutoencoderModule(pl.LightningModule):
             if int(layerwise_epochs) < 1:
                 raise ValueError(f"model.system.layerwise_epochs must be >= 1 or null, got {layerwise_epochs}.")
         self.network = network
+        # Lightning counts optimizer steps; training length in batches is this many of them per batch.
+        self.optimizer_steps_per_batch = 1
         self.optimizer = optimizer
         self.reconstruction = reconstruction
         self.kl_weight = float(kl_weight)
@@ -133,14 +137,14 @@ class AutoencoderModule(pl.LightningModule):
         return F.mse_loss(out, h)  # inner codings are unbounded: squared error
 
     def training_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
-        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        x, _ = split_batch(batch)
         losses = self.losses(x)
         if logs_this_batch(self.trainer, optimizer_steps_pending=1):
             self.log_dict(losses, prog_bar=True, on_step=True, on_epoch=False)
         return losses
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
-        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        x, _ = split_batch(batch)
         out = self.network(x)  # eval mode: no input corruption, the VAE decodes its mean
         reconstruction = out[0] if isinstance(out, tuple) else out
         self.log("val/reconstruction", reconstruction_loss(reconstruction, x, self.reconstruction),
@@ -158,11 +162,8 @@ def validate_autoencoder_setup(module: AutoencoderModule, datamodule: Any) -> No
     """Raise a clear error when the autoencoder cannot reconstruct this data; runs in milliseconds."""
     network = module.network
     data_shape = tuple(datamodule.sample_shape)
-    was_training = network.training
-    network.eval()
-    with torch.no_grad():
+    with eval_mode(network), torch.no_grad():
         out = module(torch.rand(2, *data_shape))
-    network.train(was_training)
     if tuple(out.shape[1:]) != data_shape:
         raise ValueError(
             f"The autoencoder reconstructs shape {list(out.shape[1:])} but the dataset gives {list(data_shape)}: "

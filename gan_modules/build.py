@@ -14,7 +14,8 @@ from torch import nn
 
 from gan_modules.autoencoder import AutoencoderModule, validate_autoencoder_setup
 from gan_modules.gan import GANModule
-from gan_modules.nets.conditional import UNLABELLED_HELP, discriminate, generate
+from gan_modules.nets.common import eval_mode
+from gan_modules.nets.conditional import UNLABELLED_HELP, call_discriminator, call_generator
 
 
 def is_autoencoder(cfg: DictConfig) -> bool:
@@ -84,11 +85,8 @@ def validate_setup(module: GANModule | AutoencoderModule, datamodule: Any) -> No
     generator, discriminator = module.generator, module.discriminator
     labels = _check_classes(module.num_classes, datamodule)
     data_shape = tuple(datamodule.sample_shape)
-    with torch.no_grad():
-        was_training = generator.training
-        generator.eval()
-        sample = generate(generator, torch.randn(2, generator.z_dim), labels)
-        generator.train(was_training)
+    with eval_mode(generator), torch.no_grad():
+        sample = call_generator(generator, torch.randn(2, generator.z_dim), labels)
     if tuple(sample.shape[1:]) != data_shape:
         raise ValueError(
             f"The generator makes samples of shape {list(sample.shape[1:])} but the dataset gives "
@@ -104,11 +102,8 @@ def validate_setup(module: GANModule | AutoencoderModule, datamodule: Any) -> No
             f"{_describe_range(data_range)}. Make them agree: set dataset.value_range to the generator's "
             "range (tanh -> [-1, 1], sigmoid -> [0, 1]) or change model.generator.output_activation."
         )
-    was_training = discriminator.training
-    discriminator.eval()
-    with torch.no_grad():
-        logits = discriminate(discriminator, sample, labels)
-    discriminator.train(was_training)
+    with eval_mode(discriminator), torch.no_grad():
+        logits = call_discriminator(discriminator, sample, labels)
     if logits.shape != (2,):
         raise ValueError(
             f"The discriminator must return one logit per sample (shape [batch]); it returned {list(logits.shape)}."

@@ -35,7 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from gan_modules.losses import GANLoss, auxiliary_class_loss, drift_penalty, gradient_penalty, r1_penalty
-from gan_modules.nets.conditional import conditioning_classes, discriminate, generate
+from gan_modules.nets.conditional import call_discriminator, call_generator, conditioning_classes
 from gan_modules.resume_settings import apply_to_trainer
 from gan_modules.step_logging import logs_this_batch
 
@@ -92,6 +92,8 @@ class GANModule(pl.LightningModule):
         self.optimizer_g, self.optimizer_d = optimizer_g, optimizer_d
         self.scheduler_g, self.scheduler_d = scheduler_g, scheduler_d
         self.n_critic = int(n_critic)
+        # Lightning's global_step counts optimizer steps: one generator step makes this many.
+        self.optimizer_steps_per_batch = self.n_critic + 1
         self.grad_clip_g, self.grad_clip_d = grad_clip_g, grad_clip_d
         # A buffer, so that it is saved in (and restored from) every checkpoint.
         self.register_buffer("generator_steps", torch.zeros((), dtype=torch.long))
@@ -120,7 +122,7 @@ class GANModule(pl.LightningModule):
 
     def forward(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
         """Inference only: samples from noise (and labels, for a conditional model)."""
-        return generate(self.sampling_generator, z, labels)
+        return call_generator(self.sampling_generator, z, labels)
 
     @torch.no_grad()
     def update_ema(self) -> None:
@@ -190,7 +192,7 @@ class GANModule(pl.LightningModule):
         """D's logits, and its class logits when D has an auxiliary classifier (else None)."""
         if labels is not None and hasattr(self.discriminator, "logit_and_classes"):
             return self.discriminator.logit_and_classes(x)
-        return discriminate(self.discriminator, x, labels), None
+        return call_discriminator(self.discriminator, x, labels), None
 
     def _critic(self, labels: Tensor | None) -> Callable[[Tensor], Tensor]:
         """D as a function of its input alone (labels bound), for the input-gradient penalties."""
@@ -200,7 +202,7 @@ class GANModule(pl.LightningModule):
         with self.toggled_optimizer(opt_d):
             for _ in range(self.n_critic):
                 with torch.no_grad():
-                    fake = generate(self.generator, self.sample_z(real.shape[0]), labels)
+                    fake = call_generator(self.generator, self.sample_z(real.shape[0]), labels)
                     # Replayed fakes (callbacks.replay) keep this step's labels: a fake paired with
                     # another class is still a fake, so D is right to reject it.
                     for hook in self.fake_hooks:
@@ -246,7 +248,7 @@ class GANModule(pl.LightningModule):
 
     def _generator_phase(self, batch_size: int, opt_g: Any, labels: Tensor | None = None) -> dict[str, Tensor]:
         with self.toggled_optimizer(opt_g):  # D's parameters stop requiring grad here
-            fake = generate(self.generator, self.sample_z(batch_size), labels)
+            fake = call_generator(self.generator, self.sample_z(batch_size), labels)
             fake_logits, fake_classes = self._discriminate(fake, labels)
             g_loss = self.loss.g_loss(fake_logits)
             total, stats = g_loss, {"g_loss": g_loss.detach()}

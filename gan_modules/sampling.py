@@ -9,7 +9,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from gan_modules.nets.conditional import generate
+from gan_modules.nets.conditional import call_generator
 
 
 def seed_latent(seed: int, z_dim: int) -> Tensor:
@@ -24,7 +24,7 @@ def sample_in_batches(generator: nn.Module, z: Tensor, labels: Tensor | None = N
     chunks = []
     for start in range(0, len(z), batch_size):
         y = None if labels is None else labels[start:start + batch_size].to(device)
-        chunks.append(generate(generator, z[start:start + batch_size].to(device), y).float().cpu())
+        chunks.append(call_generator(generator, z[start:start + batch_size].to(device), y).float().cpu())
     return torch.cat(chunks)
 
 

@@ -17,7 +17,7 @@ from gan_modules.checkpoints import load_checkpoint
 from gan_modules.resume_settings import ResumeConfigError
 from gan_modules.run_folder import (choose_resume, keep_previous_config, locked_run_folder, read_checkpoint_step,
                                     remove_leftover_temp_files, set_aside_later_metrics)
-from gan_modules.validation import validate_config
+from gan_modules.preflight import validate_config
 
 log = logging.getLogger(__name__)
 

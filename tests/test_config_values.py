@@ -14,7 +14,7 @@ from gan_modules.nets.mlp import MLPDiscriminator, MLPGenerator
 from gan_modules.nets.progan import ProGANDiscriminator, ProGANGenerator
 from gan_modules.nets.stylegan import StyleGANGenerator
 from gan_modules.training import train
-from gan_modules.validation import ConfigError, validate_config
+from gan_modules.preflight import ConfigError, validate_config
 from tests.conftest import CONF, FAST, ROOT, TINY_DIGITS, compose_train
 
 TINY_MLP = ["model=mlp_small", "model.generator.hidden=[16]", "model.discriminator.hidden=[16]",

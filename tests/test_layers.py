@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from gan_modules.layers import MinibatchDiscrimination, MinibatchStdDev, apply_spectral_norm
+from gan_modules.nets.layers import MinibatchDiscrimination, MinibatchStdDev, apply_spectral_norm
 from gan_modules.nets.dcgan import DCGANDiscriminator
 from gan_modules.nets.dcgan_seed import SeedDCGANDiscriminator
 from gan_modules.nets.mlp import MLPDiscriminator

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gan_modules.layers import AdaIN, ConstantInput, EqualizedConv2d, EqualizedLinear, NoiseInjection, PixelNorm
+from gan_modules.nets.layers import AdaIN, ConstantInput, EqualizedConv2d, EqualizedLinear, NoiseInjection, PixelNorm
 from gan_modules.losses import GANLoss, drift_penalty
 from gan_modules.nets.progan import ProGANDiscriminator, ProGANGenerator
 from gan_modules.nets.progressive import downsample, fade, fully_grown, stage_count, upsample

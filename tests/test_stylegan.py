@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from gan_modules.layers import EqualizedLinear
+from gan_modules.nets.layers import EqualizedLinear
 from gan_modules.nets.progressive import upsample
 from gan_modules.nets.stylegan import MappingNetwork, StyleGANGenerator
 

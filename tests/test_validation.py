@@ -8,7 +8,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from gan_modules.training import train
-from gan_modules.validation import ConfigError, optimized_value, validate_config
+from gan_modules.preflight import ConfigError, optimized_value, validate_config
 from tests.conftest import ROOT, compose_train
 
 

@@ -24,6 +24,7 @@ from typing import Any, Mapping
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
 
+from datamodules.base import split_batch
 from gan_modules.nets.progressive import ProgressiveNet
 from gan_modules.step_logging import logs_this_batch
 
@@ -142,7 +143,7 @@ class ProgressiveGrowing(Callback):
                            batch_idx: int) -> None:
         old_stage = int(pl_module.generator.stage)
         old_batch = trainer.datamodule.batch_size
-        real = batch[0] if isinstance(batch, (tuple, list)) else batch
+        real, _ = split_batch(batch)
         self.images_seen += int(real.shape[0]) * trainer.world_size
         stage = self._apply(trainer, pl_module)
         if stage != old_stage and trainer.datamodule.batch_size != old_batch:

@@ -10,7 +10,7 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from gan_modules.atomic_files import save_figure
 from gan_modules.images import log_image_file, save_grid
-from gan_modules.nets.conditional import cycling_labels, generate
+from gan_modules.nets.conditional import call_generator, cycling_labels
 
 
 def training_steps(trainer: pl.Trainer | None, pl_module: pl.LightningModule) -> int:
@@ -66,7 +66,7 @@ class SampleGrid(pl.Callback):
         was_training = generator.training
         generator.eval()
         with torch.no_grad():
-            samples = generate(generator, self.fixed_z.to(pl_module.device), labels).float().cpu()
+            samples = call_generator(generator, self.fixed_z.to(pl_module.device), labels).float().cpu()
         generator.train(was_training)
         path = self.dirpath / f"{name}.png"
         if samples.dim() == 4:

@@ -1,12 +1,13 @@
 """Pieces shared by the networks: output activations, shape checks, weight initialisers."""
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
 from torch import nn
 
-from gan_modules.layers import MinibatchDiscrimination
+from gan_modules.nets.layers import MinibatchDiscrimination
 
 # The value range each generator output activation produces; datasets must be scaled to match.
 OUTPUT_RANGES: dict[str, tuple[float, float] | None] = {
@@ -14,6 +15,20 @@ OUTPUT_RANGES: dict[str, tuple[float, float] | None] = {
     "sigmoid": (0.0, 1.0),
     "identity": None,
 }
+
+
+@contextlib.contextmanager
+def eval_mode(*nets: nn.Module) -> Iterator[None]:
+    """Put ``nets`` in eval mode for the block and restore each one's own mode after it, even when the
+    block raises (a network left in eval mode would train on without BatchNorm updates or dropout)."""
+    modes = [net.training for net in nets]
+    try:
+        for net in nets:
+            net.eval()
+        yield
+    finally:
+        for net, mode in zip(nets, modes):
+            net.train(mode)
 
 
 def make_output_activation(name: str) -> nn.Module:

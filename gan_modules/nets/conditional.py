@@ -13,7 +13,7 @@ A backbone is given either as a module or as a factory (a Hydra ``_partial_: tru
 generator calls its factory with no argument, the discriminators with the ``in_shape`` they need
 (one channel more for the concatenating one), so one YAML file serves every dataset shape.
 
-Conditional nets carry ``num_classes``; ``is_conditional``, ``generate`` and ``discriminate`` let
+Conditional nets carry ``num_classes``; ``is_conditional``, ``call_generator`` and ``call_discriminator`` let
 callers treat conditional and unconditional nets alike.
 """
 from __future__ import annotations
@@ -47,12 +47,12 @@ def is_conditional(net: nn.Module) -> bool:
     return getattr(net, "num_classes", None) is not None and getattr(net, "takes_labels", False)
 
 
-def generate(generator: nn.Module, z: Tensor, labels: Tensor | None = None) -> Tensor:
+def call_generator(generator: nn.Module, z: Tensor, labels: Tensor | None = None) -> Tensor:
     """``G(z)`` when ``labels`` is None, else ``G(z, y)``."""
     return generator(z) if labels is None else generator(z, labels)
 
 
-def discriminate(discriminator: nn.Module, x: Tensor, labels: Tensor | None = None) -> Tensor:
+def call_discriminator(discriminator: nn.Module, x: Tensor, labels: Tensor | None = None) -> Tensor:
     """``D(x)`` when ``labels`` is None, else ``D(x, y)``."""
     return discriminator(x) if labels is None else discriminator(x, labels)
 

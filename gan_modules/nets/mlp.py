@@ -5,7 +5,7 @@ from typing import Mapping, Sequence
 
 from torch import Tensor, nn
 
-from gan_modules.layers import MinibatchStdDev, apply_spectral_norm
+from gan_modules.nets.layers import MinibatchStdDev, apply_spectral_norm
 from gan_modules.nets.common import (
     OUTPUT_RANGES,
     as_shape,

@@ -22,7 +22,7 @@ from typing import Sequence
 
 from torch import Tensor, nn
 
-from gan_modules.layers import EqualizedConv2d, EqualizedLinear, MinibatchStdDev, PixelNorm
+from gan_modules.nets.layers import EqualizedConv2d, EqualizedLinear, MinibatchStdDev, PixelNorm
 from gan_modules.nets.common import OUTPUT_RANGES, check_size, image_shape, make_output_activation
 from gan_modules.nets.progressive import ProgressiveNet, channels_at, downsample, fade, upsample
 

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gan_modules.layers import AdaIN, ConstantInput, EqualizedConv2d, EqualizedLinear, NoiseInjection, PixelNorm
+from gan_modules.nets.layers import AdaIN, ConstantInput, EqualizedConv2d, EqualizedLinear, NoiseInjection, PixelNorm
 from gan_modules.nets.common import OUTPUT_RANGES, check_size, image_shape, make_output_activation
 from gan_modules.nets.progressive import ProgressiveNet, channels_at, fade, upsample
 

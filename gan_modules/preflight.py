@@ -1,4 +1,4 @@
-"""Config checks that run before any work (no data loaded, no network built): combinations that
+"""Pre-flight config checks, run before any work (no data loaded, no network built): combinations that
 would fail late, fail with someone else's message, or silently do something other than asked.
 
 Values are checked by their config path, the key as the user types it (``optimizer.g.lr``,
