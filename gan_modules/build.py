@@ -103,13 +103,12 @@ def validate_setup(module: GANModule | AutoencoderModule, datamodule: Any) -> No
             "range (tanh -> [-1, 1], sigmoid -> [0, 1]) or change model.generator.output_activation."
         )
     with eval_mode(discriminator), torch.no_grad():
-        logits = call_discriminator(discriminator, sample, labels)
+        logits = call_discriminator(discriminator, sample, labels).logits
     if logits.shape != (2,):
         raise ValueError(
             f"The discriminator must return one logit per sample (shape [batch]); it returned {list(logits.shape)}."
         )
-    penalised = module.loss.gp_weight > 0 or module.loss.r1_weight > 0
-    if penalised and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in discriminator.modules()):
+    if module.loss.uses_input_gradient and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in discriminator.modules()):
         warnings.warn(
             "A gradient penalty is used with BatchNorm in the discriminator: the penalty assumes each "
             "sample's gradient is independent of the batch. Prefer model.discriminator.norm=layer "

@@ -103,7 +103,7 @@ ALLOWED_MODULES = (
     "gan_modules.nets.mlp", "gan_modules.nets.dcgan", "gan_modules.nets.dcgan_seed", "gan_modules.nets.conditional",
     "gan_modules.nets.progan", "gan_modules.nets.stylegan", "gan_modules.nets.autoencoders",
     "datamodules.idx", "datamodules.cifar10", "datamodules.digits", "datamodules.image_folder", "datamodules.toy2d",
-    "gan_modules.losses", "gan_modules.gan", "gan_modules.autoencoder",
+    "gan_modules.losses", "gan_modules.objectives", "gan_modules.gan", "gan_modules.autoencoder",
     "torch.optim", "torch.optim.lr_scheduler",
 )
 # The sections of a run config that loading a checkpoint builds (generate.py, evaluate.py, load_encoder).
@@ -123,7 +123,7 @@ def allowed_objects() -> frozenset:
     from torch import nn
 
     from datamodules.base import GANDataModule
-    from gan_modules.losses import GANLoss
+    from gan_modules.objectives import GANLoss, Term
 
     allowed = set()
     for name in ALLOWED_MODULES:
@@ -135,7 +135,7 @@ def allowed_objects() -> frozenset:
                 if issubclass(value, (torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler)) and \
                         value.__module__.startswith(name):
                     allowed.add(value)
-            elif value.__module__ == name and issubclass(value, (nn.Module, GANDataModule, pl.LightningModule, GANLoss)):
+            elif value.__module__ == name and issubclass(value, (nn.Module, GANDataModule, pl.LightningModule, GANLoss, Term)):
                 allowed.add(value)
     return frozenset(allowed)
 

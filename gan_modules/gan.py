@@ -26,7 +26,6 @@ adds its class cross-entropy to D's loss on real images (and fakes, if it says s
 from __future__ import annotations
 
 import copy
-import functools
 import logging
 from typing import Any, Callable
 
@@ -34,8 +33,9 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
-from gan_modules.losses import GANLoss, auxiliary_class_loss, drift_penalty, gradient_penalty, r1_penalty
-from gan_modules.nets.conditional import call_discriminator, call_generator, conditioning_classes
+from datamodules.base import split_batch
+from gan_modules.nets.conditional import call_generator, conditioning_classes
+from gan_modules.objectives import GANLoss
 from gan_modules.resume_settings import apply_to_trainer
 from gan_modules.step_logging import logs_this_batch
 
@@ -97,6 +97,9 @@ class GANModule(pl.LightningModule):
         self.grad_clip_g, self.grad_clip_d = grad_clip_g, grad_clip_d
         # A buffer, so that it is saved in (and restored from) every checkpoint.
         self.register_buffer("generator_steps", torch.zeros((), dtype=torch.long))
+        # The same count as a Python int, for the lazy terms' schedule; read from the buffer when
+        # training starts (a resumed run restores the buffer).
+        self._steps_done: int | None = None
         self.ema_decay = ema_decay
         # A submodule, so that it is checkpointed and moved between devices with the rest.
         self.generator_ema = copy.deepcopy(generator).requires_grad_(False) if ema_decay else None
@@ -141,12 +144,15 @@ class GANModule(pl.LightningModule):
         return None
 
     def training_step(self, batch: Any, batch_idx: int) -> dict[str, float]:
-        real = batch[0] if isinstance(batch, (tuple, list)) else batch
-        labels = batch[1] if self.num_classes is not None else None  # fakes share the real labels
+        real, labels = split_batch(batch)
+        labels = labels if self.num_classes is not None else None  # fakes share the real labels
+        if self._steps_done is None:  # read once per run: the buffer lives on the device
+            self._steps_done = int(self.generator_steps)
         opt_g, opt_d = self.optimizers()
-        stats = self._discriminator_phase(real, opt_d, labels)
-        stats.update(self._generator_phase(real.shape[0], opt_g, labels))
+        stats = self._discriminator_phase(real, opt_d, labels, self._steps_done)
+        stats.update(self._generator_phase(real.shape[0], opt_g, labels, self._steps_done))
         self.generator_steps += 1
+        self._steps_done += 1
         if self.generator_ema is not None:
             self.update_ema()
         # Every step's figures for the callbacks (NaN guard, collapse watch, plots), read from the
@@ -168,6 +174,7 @@ class GANModule(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Let a resumed run switch the EMA on or off (``module.ema_decay``) instead of failing to load."""
+        self._steps_done = None
         state = checkpoint["state_dict"]
         has_ema = any(k.startswith("generator_ema.") for k in state)
         if self.generator_ema is not None and not has_ema:
@@ -181,98 +188,48 @@ class GANModule(pl.LightningModule):
             log.info("module.ema_decay is null: the checkpoint's EMA generator is dropped.")
 
     def on_fit_start(self) -> None:
-        if self.fake_hooks and getattr(self.discriminator, "classify_fakes", False):
+        if self.fake_hooks and self.loss.classify_fakes:
             raise ValueError(
-                "The discriminator's class head is trained on fakes (model.discriminator.classify_fakes=true), but "
-                "a callback (the replay buffer) swaps in old fakes, whose classes differ from this step's labels: "
-                "set model.discriminator.classify_fakes=false or callbacks.replay=null."
+                "The discriminator's class head is trained on fakes (loss.classify_fakes=true), but a callback "
+                "(the replay buffer) swaps in old fakes, whose classes differ from this step's labels: set "
+                "loss.classify_fakes=false or callbacks.replay=null."
             )
 
-    def _discriminate(self, x: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor | None]:
-        """D's logits, and its class logits when D has an auxiliary classifier (else None)."""
-        if labels is not None and hasattr(self.discriminator, "logit_and_classes"):
-            return self.discriminator.logit_and_classes(x)
-        return call_discriminator(self.discriminator, x, labels), None
-
-    def _critic(self, labels: Tensor | None) -> Callable[[Tensor], Tensor]:
-        """D as a function of its input alone (labels bound), for the input-gradient penalties."""
-        return self.discriminator if labels is None else functools.partial(self.discriminator, y=labels)
-
-    def _discriminator_phase(self, real: Tensor, opt_d: Any, labels: Tensor | None = None) -> dict[str, Tensor]:
+    def _discriminator_phase(self, real: Tensor, opt_d: Any, labels: Tensor | None, step: int) -> dict[str, Tensor]:
         with self.toggled_optimizer(opt_d):
-            for _ in range(self.n_critic):
-                with torch.no_grad():
-                    fake = call_generator(self.generator, self.sample_z(real.shape[0]), labels)
-                    # Replayed fakes (callbacks.replay) keep this step's labels: a fake paired with
-                    # another class is still a fake, so D is right to reject it.
-                    for hook in self.fake_hooks:
-                        fake = hook(fake)
-                # Real and fake go through D separately: one mixed batch would let BatchNorm in D
-                # tell them apart from the batch statistics alone.
-                real_logits, real_classes = self._discriminate(real, labels)
-                fake_logits, fake_classes = self._discriminate(fake, labels)
-                d_loss = self.loss.d_loss(real_logits, fake_logits)
-                total = d_loss
-                stats: dict[str, Tensor] = {}
-                if real_classes is not None:
-                    class_loss = auxiliary_class_loss(real_classes, labels)
-                    if self.discriminator.classify_fakes:
-                        class_loss = class_loss + auxiliary_class_loss(fake_classes, labels)
-                    total = total + self.discriminator.class_weight * class_loss
-                    stats["d_class_loss"] = class_loss.detach()
-                    stats["d_class_acc_real"] = (real_classes.detach().argmax(1) == labels).float().mean()
-                if self.loss.gp_weight > 0:
-                    gp = gradient_penalty(self._critic(labels), real, fake)
-                    total = total + self.loss.gp_weight * gp
-                    stats["gradient_penalty"] = gp.detach()
-                if self.loss.r1_weight > 0:
-                    r1 = r1_penalty(self._critic(labels), real)
-                    total = total + self.loss.r1_weight * r1
-                    stats["r1_penalty"] = r1.detach()
-                if self.loss.drift_weight > 0:
-                    drift = drift_penalty(real_logits)
-                    total = total + self.loss.drift_weight * drift
-                    stats["drift_penalty"] = drift.detach()
-                opt_d.zero_grad(set_to_none=True)
-                self.manual_backward(total)
-                if self.grad_clip_d is not None:
-                    self.clip_gradients(opt_d, gradient_clip_val=self.grad_clip_d, gradient_clip_algorithm="norm")
-                opt_d.step()
-                if self.loss.clip_value is not None:
+            for critic_step in range(self.n_critic):
+                fake = self._fakes_for_discriminator(real.shape[0], labels)
+                total, stats = self.loss.discriminator_objective(
+                    self.discriminator, real, fake, labels, step=step * self.n_critic + critic_step)
+                self._optimize(opt_d, total, self.grad_clip_d)
+                if self.loss.clip_value is not None:  # the original WGAN's constraint on D's weights
                     with torch.no_grad():
                         for p in self.discriminator.parameters():
                             p.clamp_(-self.loss.clip_value, self.loss.clip_value)
-        stats.update(self._discriminator_stats(real_logits.detach(), fake_logits.detach()))
-        stats["d_loss"] = d_loss.detach()
         return stats
 
-    def _generator_phase(self, batch_size: int, opt_g: Any, labels: Tensor | None = None) -> dict[str, Tensor]:
+    def _generator_phase(self, batch_size: int, opt_g: Any, labels: Tensor | None, step: int) -> dict[str, Tensor]:
         with self.toggled_optimizer(opt_g):  # D's parameters stop requiring grad here
-            fake = call_generator(self.generator, self.sample_z(batch_size), labels)
-            fake_logits, fake_classes = self._discriminate(fake, labels)
-            g_loss = self.loss.g_loss(fake_logits)
-            total, stats = g_loss, {"g_loss": g_loss.detach()}
-            if fake_classes is not None:
-                class_loss = auxiliary_class_loss(fake_classes, labels)
-                total = total + self.discriminator.class_weight * class_loss
-                stats["g_class_loss"] = class_loss.detach()
-            opt_g.zero_grad(set_to_none=True)
-            self.manual_backward(total)
-            if self.grad_clip_g is not None:
-                self.clip_gradients(opt_g, gradient_clip_val=self.grad_clip_g, gradient_clip_algorithm="norm")
-            opt_g.step()
+            total, stats = self.loss.generator_objective(
+                self.generator, self.discriminator, self.sample_z(batch_size), labels, step=step)
+            self._optimize(opt_g, total, self.grad_clip_g)
         return stats
 
-    def _discriminator_stats(self, real_logits: Tensor, fake_logits: Tensor) -> dict[str, Tensor]:
-        stats = {
-            "d_real": self.loss.d_output(real_logits).mean(),
-            "d_fake": self.loss.d_output(fake_logits).mean(),
-        }
-        says_real, says_real_on_fake = self.loss.says_real(real_logits), self.loss.says_real(fake_logits)
-        if says_real is not None and says_real_on_fake is not None:
-            stats["d_acc_real"] = says_real.float().mean()
-            stats["d_acc_fake"] = (~says_real_on_fake).float().mean()
-        return stats
+    @torch.no_grad()
+    def _fakes_for_discriminator(self, batch_size: int, labels: Tensor | None) -> Tensor:
+        fake = call_generator(self.generator, self.sample_z(batch_size), labels)
+        # Replayed fakes (callbacks.replay) keep this step's labels: a fake paired with another
+        # class is still a fake, so D is right to reject it.
+        for hook in self.fake_hooks:
+            fake = hook(fake)
+        return fake
+
+    def _optimize(self, optimizer: Any, loss: Tensor, clip: float | None) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        if clip is not None:
+            self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
+        optimizer.step()
 
     def on_train_epoch_end(self) -> None:
         schedulers = self.lr_schedulers()

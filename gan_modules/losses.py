@@ -1,5 +1,7 @@
 """Adversarial losses as pure functions, in (discriminator, generator) pairs, plus penalties.
 
+``objectives.py`` combines them into what each training phase minimises.
+
 Everything works on raw discriminator outputs ("logits"): BCE-style losses are written with
 softplus, which is numerically stable and safe under autocast (a sigmoid in D followed by
 ``binary_cross_entropy`` is not). With ``D(x) = sigmoid(logit)``:
@@ -84,7 +86,7 @@ def gradient_penalty(discriminator: nn.Module, real: Tensor, fake: Tensor) -> Te
 def r1_penalty(discriminator: nn.Module, real: Tensor) -> Tensor:
     """R1 (Mescheder et al. 2018): E over real samples of ||grad_x D(x)||_2^2.
 
-    The paper's regulariser is ``gamma / 2 * R1``; ``GANLoss.r1_weight`` multiplies this value
+    The paper's regulariser is ``gamma / 2 * R1``; ``loss.r1_weight`` multiplies this value
     directly, so it plays the role of gamma / 2 (gamma = 10 -> r1_weight = 5).
     """
     grad = _input_gradient(discriminator, real)
@@ -121,63 +123,3 @@ LOSSES: dict[str, LossPair] = {
     "hinge": LossPair(hinge_d_loss, wasserstein_g_loss, 0.0, False),
     "lsgan": LossPair(lsgan_d_loss, lsgan_g_loss, 0.5, False),
 }
-
-
-class GANLoss:
-    """One adversarial objective with its regularisers, built from a ``conf/loss`` config.
-
-    Args:
-        kind: one of ``LOSSES`` (minimax, non_saturating, wasserstein, hinge, lsgan).
-        gp_weight: weight of the WGAN-GP gradient penalty (0 disables it).
-        clip_value: clip every D weight to [-c, c] after each D step (original WGAN); None disables.
-        r1_weight: weight of the R1 penalty on real data, ``r1_weight * r1_penalty`` (0 disables it);
-            this is gamma / 2 in Mescheder et al.'s notation. Works with any ``kind``.
-        drift_weight: weight of ProGAN's drift term on D's real outputs (0 disables it; the paper: 0.001).
-    """
-
-    def __init__(
-        self,
-        kind: str = "non_saturating",
-        gp_weight: float = 0.0,
-        clip_value: float | None = None,
-        r1_weight: float = 0.0,
-        drift_weight: float = 0.0,
-    ) -> None:
-        if kind not in LOSSES:
-            raise ValueError(f"Unknown loss kind {kind!r}: choose one of {sorted(LOSSES)} (config key loss.kind).")
-        if gp_weight < 0:
-            raise ValueError(f"loss.gp_weight must be >= 0, got {gp_weight}.")
-        if r1_weight < 0:
-            raise ValueError(f"loss.r1_weight must be >= 0, got {r1_weight}.")
-        if drift_weight < 0:
-            raise ValueError(f"loss.drift_weight must be >= 0, got {drift_weight}.")
-        if clip_value is not None and clip_value <= 0:
-            raise ValueError(f"loss.clip_value must be positive or null, got {clip_value}.")
-        self.kind = kind
-        self.pair = LOSSES[kind]
-        self.gp_weight = float(gp_weight)
-        self.clip_value = clip_value
-        self.r1_weight = float(r1_weight)
-        self.drift_weight = float(drift_weight)
-
-    def d_loss(self, real_logits: Tensor, fake_logits: Tensor) -> Tensor:
-        return self.pair.d_loss(real_logits, fake_logits)
-
-    def g_loss(self, fake_logits: Tensor) -> Tensor:
-        return self.pair.g_loss(fake_logits)
-
-    def d_output(self, logits: Tensor) -> Tensor:
-        """D's output in the unit users read: a probability for BCE losses, the raw score otherwise."""
-        return torch.sigmoid(logits) if self.pair.outputs_logits else logits
-
-    def says_real(self, logits: Tensor) -> Tensor | None:
-        """Boolean decision 'real' per sample, or None when the loss has no decision boundary."""
-        if self.pair.decision_threshold is None:
-            return None
-        return logits.flatten() > self.pair.decision_threshold
-
-    def __repr__(self) -> str:
-        return (
-            f"GANLoss(kind={self.kind!r}, gp_weight={self.gp_weight}, clip_value={self.clip_value}, "
-            f"r1_weight={self.r1_weight}, drift_weight={self.drift_weight})"
-        )

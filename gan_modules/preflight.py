@@ -258,6 +258,12 @@ def check_values(cfg: DictConfig) -> None:
             value = _select(cfg, f"loss.{key}")
             if value is not _ABSENT:
                 require_number(f"loss.{key}", value, 0.0, example="10.0 (0 switches it off)")
+        value = _select(cfg, "loss.class_weight")
+        if value is not _ABSENT:
+            require_number("loss.class_weight", value, 0.0, low_open=True, example="1.0 (AC-GAN's class term)")
+        value = _select(cfg, "loss.r1_interval")
+        if value is not _ABSENT:
+            require_integer("loss.r1_interval", value, 1)
         value = _select(cfg, "loss.clip_value")
         if value is not _ABSENT:
             require_number("loss.clip_value", value, 0.0, low_open=True, nullable=True, example="0.01")

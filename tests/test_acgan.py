@@ -9,10 +9,12 @@ import torch
 import torch.nn.functional as F
 
 import gan_modules.gan as gan
+import gan_modules.objectives as objectives
 from gan_modules.losses import auxiliary_class_loss
 from gan_modules.nets.conditional import AuxiliaryClassifierDiscriminator, is_conditional
 from gan_modules.nets.dcgan import DCGANDiscriminator
 from gan_modules.nets.mlp import MLPDiscriminator
+from gan_modules.objectives import GANLoss
 from gan_modules.training import train
 from generate import main as generate_main
 from tests.conftest import FAST, TINY_DIGITS, compose_train
@@ -30,17 +32,19 @@ def test_the_logit_ignores_the_label_and_the_class_head_reads_the_same_features(
     assert is_conditional(d) and d.num_classes == K
     assert torch.nn.utils.parametrize.is_parametrized(d.class_head, "weight")  # spectral_norm reaches the head
     x, y = torch.randn(6, *SHAPE), torch.arange(6)
-    logit, classes = d.logit_and_classes(x)
+    out = d(x, y)
+    logit, classes = out.logits, out.class_logits
     assert logit.shape == (6,) and classes.shape == (6, K)
-    torch.testing.assert_close(logit, d.backbone(x))
-    torch.testing.assert_close(d(x, y), d(x, (y + 1) % K))  # the real/fake judgement is unconditional
+    torch.testing.assert_close(logit, d.backbone(x).logits)
+    torch.testing.assert_close(d(x, y).logits, d(x, (y + 1) % K).logits)  # the real/fake judgement is unconditional
     torch.testing.assert_close(classes, d.class_head(d.backbone.features(x)))
+    torch.testing.assert_close(out.features, d.backbone.features(x))
 
 
 def test_the_class_loss_trains_the_head_and_the_features_below_it():
     d = AuxiliaryClassifierDiscriminator(functools.partial(DCGANDiscriminator, base_channels=8), SHAPE, K)
     x, y = torch.randn(6, *SHAPE), torch.arange(6)
-    _, classes = d.logit_and_classes(x)
+    classes = d(x).class_logits
     loss = auxiliary_class_loss(classes, y)
     torch.testing.assert_close(loss, F.cross_entropy(classes, y))
     loss.backward()
@@ -52,7 +56,7 @@ def test_the_class_loss_trains_the_head_and_the_features_below_it():
 
 def test_bad_class_weights_and_backbones_are_refused():
     with pytest.raises(ValueError, match="class_weight must be > 0"):
-        AuxiliaryClassifierDiscriminator(functools.partial(MLPDiscriminator, hidden=[8]), SHAPE, K, class_weight=0.0)
+        GANLoss(class_weight=0.0)
     with pytest.raises(TypeError, match="auxiliary classifier.*features"):
         AuxiliaryClassifierDiscriminator(torch.nn.Linear(64, 1), SHAPE, K)
 
@@ -73,10 +77,10 @@ def test_each_step_adds_the_class_term_with_the_batch_labels(classify_fakes, d_t
         batch_labels.append(batch[1].clone())
         return training_step(self, batch, batch_idx)
 
-    monkeypatch.setattr(gan, "auxiliary_class_loss", spy)
+    monkeypatch.setattr(objectives, "auxiliary_class_loss", spy)
     monkeypatch.setattr(gan.GANModule, "training_step", record_batch)
     cfg = compose_train([*FAST, *TINY_DIGITS, *TINY_ACGAN, "debug=default", "max_generator_steps=2",
-                         f"model.discriminator.classify_fakes={classify_fakes}", *loss], tmp_path)
+                         f"loss.classify_fakes={classify_fakes}", *loss], tmp_path)
     metrics = train(cfg)
     assert metrics["generator_steps"] == 2
     for key in ("d_class_loss", "g_class_loss", "d_class_acc_real", *(["r1_penalty"] if loss else [])):
@@ -90,7 +94,7 @@ def test_each_step_adds_the_class_term_with_the_batch_labels(classify_fakes, d_t
 
 def test_classifying_replayed_fakes_is_refused_before_training(tmp_path):
     cfg = compose_train([*FAST, *TINY_DIGITS, *TINY_ACGAN, "debug=default", "max_generator_steps=2",
-                         "model.discriminator.classify_fakes=true", "callbacks=replay"], tmp_path)
+                         "loss.classify_fakes=true", "callbacks=replay"], tmp_path)
     with pytest.raises(ValueError, match="classify_fakes=false or callbacks.replay=null"):
         train(cfg)
     assert not (tmp_path / "checkpoints" / "last.ckpt").exists()

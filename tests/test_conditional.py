@@ -56,15 +56,15 @@ def test_concat_discriminator_gives_its_backbone_one_label_channel(backbone):
     d = ConditionalDiscriminator(backbone, SHAPE, K).eval()
     assert tuple(d.backbone.in_shape) == (2, 8, 8)  # the image's channel plus the label's H x W channel
     x = torch.randn(6, *SHAPE)
-    logits = d(x, labels())
+    logits = d(x, labels()).logits
     assert logits.shape == (6,)
-    assert not torch.allclose(logits, d(x, (labels() + 3) % K))
+    assert not torch.allclose(logits, d(x, (labels() + 3) % K).logits)
 
 
 def test_concat_discriminator_on_vector_data_appends_one_entry_per_entry():
     d = ConditionalDiscriminator(functools.partial(MLPDiscriminator, hidden=[16]), [2], 8)
     assert tuple(d.backbone.in_shape) == (4,)
-    assert d(torch.randn(5, 2), torch.arange(5)).shape == (5,)
+    assert d(torch.randn(5, 2), torch.arange(5)).logits.shape == (5,)
 
 
 @pytest.mark.parametrize("options", [{}, {"minibatch_stddev": True, "spectral_norm": True},
@@ -75,17 +75,19 @@ def test_backbone_features_and_logit_compose_to_forward(options):
         net.eval()
         features = net.features(x)
         assert features.shape == (4, net.feature_dim)
-        torch.testing.assert_close(net.logit(features), net(x))
+        out = net(x)
+        torch.testing.assert_close(net.logit(features), out.logits)
+        torch.testing.assert_close(features, out.features)  # the structured output carries them
 
 
 def test_projection_discriminator_is_the_backbone_plus_a_label_projection():
     d = ProjectionDiscriminator(functools.partial(DCGANDiscriminator, base_channels=8, norm="none"), SHAPE, K).eval()
     x, y = torch.randn(6, *SHAPE), labels()
-    logits = d(x, y)
+    logits = d(x, y).logits
     assert logits.shape == (6,)
     phi = d.backbone.features(x)
-    torch.testing.assert_close(logits, d.backbone(x) + (d.label_embedding(y) * phi).sum(1))
-    assert not torch.allclose(logits, d(x, (y + 1) % K))  # the output depends on y
+    torch.testing.assert_close(logits, d.backbone(x).logits + (d.label_embedding(y) * phi).sum(1))
+    assert not torch.allclose(logits, d(x, (y + 1) % K).logits)  # the output depends on y
 
 
 def test_projection_needs_a_backbone_with_features():

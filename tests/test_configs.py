@@ -5,6 +5,7 @@ import pytest
 import torch
 from hydra.errors import ConfigCompositionException, InstantiationException, MissingConfigException
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from gan_modules.build import build_module, is_autoencoder, validate_setup
 from gan_modules.training import finish_loggers, instantiate_all
@@ -39,14 +40,22 @@ def test_every_loss_instantiates(loss, tmp_path):
     assert type(instantiate(cfg.loss)).__name__ == "GANLoss"
 
 
-def test_wgan_configs_bring_their_paper_settings(tmp_path):
-    wgan = compose_train(["loss=wgan"], tmp_path)
+def test_wgan_experiments_bring_their_paper_settings(tmp_path):
+    wgan = compose_train(["experiment=wgan"], tmp_path)
     assert wgan.loss.clip_value == 0.01 and wgan.module.n_critic == 5
     assert wgan.optimizer.d._target_ == "torch.optim.RMSprop" and wgan.optimizer.d.lr == 5e-5
-    gp = compose_train(["loss=wgan_gp"], tmp_path)
+    gp = compose_train(["experiment=wgan_gp"], tmp_path)
     assert gp.loss.gp_weight == 10 and gp.module.n_critic == 5 and list(gp.optimizer.g.betas) == [0.0, 0.9]
     # a later command-line choice still wins
-    assert compose_train(["loss=wgan", "module.n_critic=2"], tmp_path).module.n_critic == 2
+    assert compose_train(["experiment=wgan", "module.n_critic=2"], tmp_path).module.n_critic == 2
+
+
+@pytest.mark.parametrize("loss", options("loss"))
+def test_a_loss_file_selects_a_loss_and_nothing_else(loss, tmp_path):
+    default, chosen = compose_train([], tmp_path), compose_train([f"loss={loss}"], tmp_path)
+    assert chosen.optimizer == default.optimizer and chosen.module == default.module
+    assert set(chosen.loss) == set(default.loss)  # no new keys: the regularisers are shared
+    assert OmegaConf.select(chosen, "scheduler") == OmegaConf.select(default, "scheduler")
 
 
 @pytest.mark.parametrize("optimizer", options("optimizer"))

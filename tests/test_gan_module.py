@@ -7,7 +7,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from gan_modules.gan import GANModule
-from gan_modules.losses import GANLoss
+from gan_modules.objectives import GANLoss
 from gan_modules.nets.mlp import MLPDiscriminator, MLPGenerator
 
 

@@ -32,7 +32,7 @@ COMMON = ["seed=0", f"max_generator_steps={STEPS}", "trainer.accelerator=cpu", "
 # renames a config key, the overrides here change and the numbers must not.
 RUNS: dict[str, list[str]] = {
     "default": [],
-    "wgan_gp_layer_norm": ["loss=wgan_gp", "model.discriminator.norm=layer"],
+    "wgan_gp_layer_norm": ["experiment=wgan_gp", "model.discriminator.norm=layer"],
     "acgan": ["model=cgan_dcgan_acgan"],
     "projection_hinge_r1": ["model=cgan_dcgan_projection", "loss=hinge", "loss.r1_weight=5"],
     "replay": ["callbacks=replay"],

@@ -117,7 +117,7 @@ def test_discriminator_options_give_one_logit_and_train(make, options):
     torch.manual_seed(0)
     d = make(**options)
     x = torch.randn(8, 1, 8, 8)
-    logits = d(x)
+    logits = d(x).logits
     assert logits.shape == (8,)
     logits.sum().backward()
     assert all(p.grad is not None for p in d.parameters())

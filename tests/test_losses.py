@@ -5,7 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from gan_modules.losses import LOSSES, GANLoss, gradient_penalty
+from gan_modules.losses import LOSSES, gradient_penalty
+from gan_modules.objectives import GANLoss
 
 ZERO = torch.zeros(8)  # logit 0 everywhere: D = 1/2
 
@@ -70,6 +71,11 @@ def test_ganloss_rejects_unknown_kind_with_the_choices():
 
 
 def test_decision_boundaries():
-    assert GANLoss("non_saturating").says_real(torch.tensor([0.1, -0.1])).tolist() == [True, False]
-    assert GANLoss("lsgan").says_real(torch.tensor([0.6, 0.4])).tolist() == [True, False]
-    assert GANLoss("wasserstein").says_real(torch.tensor([1.0])) is None
+    def accuracies(kind, real, fake):
+        stats = GANLoss(kind).discriminator_objective.output_statistics(torch.tensor(real), torch.tensor(fake))
+        return stats.get("d_acc_real"), stats.get("d_acc_fake")
+
+    assert accuracies("non_saturating", [0.1, -0.1], [0.1, -0.1]) == (0.5, 0.5)
+    assert accuracies("non_saturating", [0.1, 0.2], [-0.1, -0.2]) == (1.0, 1.0)
+    assert accuracies("lsgan", [0.6, 0.4], [0.6, 0.6]) == (0.5, 0.0)  # lsgan's boundary is 0.5
+    assert accuracies("wasserstein", [1.0], [-1.0]) == (None, None)  # a critic score has no boundary

@@ -13,7 +13,7 @@ def test_dcgan_makes_any_supported_size(shape):
     x = g(torch.randn(3, 16))
     assert x.shape == (3, *shape)
     assert x.abs().max() <= 1.0  # tanh
-    assert d(x).shape == (3,)
+    assert d(x).logits.shape == (3,)
 
 
 def test_dcgan_architecture_follows_radford():
@@ -44,7 +44,7 @@ def test_seed_dcgan_layers_match_the_keras_recipe():
     assert all(bn.momentum == pytest.approx(0.01) and bn.eps == pytest.approx(1e-3) for bn in bns)
     assert [m.p for m in d.net if isinstance(m, torch.nn.Dropout)] == [0.4, 0.4]
     x = g(torch.randn(2, 100))
-    assert x.shape == (2, 1, 28, 28) and d(x).shape == (2,)
+    assert x.shape == (2, 1, 28, 28) and d(x).logits.shape == (2,)
 
 
 def test_mlp_generator_seed_001_blocks_and_output_range():
@@ -55,7 +55,7 @@ def test_mlp_generator_seed_001_blocks_and_output_range():
     x = g(torch.randn(4, 10))
     assert x.shape == (4, 1, 28, 28) and x.min() >= 0 and x.max() <= 1 and g.output_range == (0.0, 1.0)
     d = MLPDiscriminator((1, 28, 28), hidden=[512, 256, 128])
-    assert d(x).shape == (4,)
+    assert d(x).logits.shape == (4,)
 
 
 def test_vector_generator_has_no_range():

@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from gan_modules.nets.layers import AdaIN, ConstantInput, EqualizedConv2d, EqualizedLinear, NoiseInjection, PixelNorm
-from gan_modules.losses import GANLoss, drift_penalty
+from gan_modules.losses import drift_penalty
+from gan_modules.objectives import GANLoss
 from gan_modules.nets.progan import ProGANDiscriminator, ProGANGenerator
 from gan_modules.nets.progressive import downsample, fade, fully_grown, stage_count, upsample
 
@@ -88,7 +89,7 @@ def test_every_stage_has_its_resolution(alpha):
         D.set_progress(stage, alpha)
         images = G(z)
         assert images.shape == (4, 3, 4 * 2**stage, 4 * 2**stage)
-        assert D(images).shape == (4,)
+        assert D(images).logits.shape == (4,)
 
 
 def test_fade_in_at_alpha_zero_reproduces_the_previous_stage():
@@ -98,11 +99,11 @@ def test_fade_in_at_alpha_zero_reproduces_the_previous_stage():
         for stage in range(1, G.num_stages):
             G.set_progress(stage - 1, 1.0)
             D.set_progress(stage - 1, 1.0)
-            previous_g, previous_d = upsample(G(z)), D(downsample(x[..., : 4 * 2**stage, : 4 * 2**stage]))
+            previous_g, previous_d = upsample(G(z)), D(downsample(x[..., : 4 * 2**stage, : 4 * 2**stage])).logits
             G.set_progress(stage, 0.0)
             D.set_progress(stage, 0.0)
             assert torch.equal(G(z), previous_g)
-            assert torch.equal(D(x[..., : 4 * 2**stage, : 4 * 2**stage]), previous_d)
+            assert torch.equal(D(x[..., : 4 * 2**stage, : 4 * 2**stage]).logits, previous_d)
             G.set_progress(stage, 1.0)
             assert not torch.allclose(G(z), previous_g)  # alpha = 1: the new block's own output
 

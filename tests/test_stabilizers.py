@@ -9,7 +9,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from gan_modules.callbacks.replay import ReplayBuffer
 from gan_modules.gan import GANModule
-from gan_modules.losses import GANLoss, r1_penalty
+from gan_modules.losses import r1_penalty
+from gan_modules.objectives import GANLoss
 from gan_modules.nets.mlp import MLPDiscriminator, MLPGenerator
 from gan_modules.training import train
 from tests.conftest import FAST, TINY_DIGITS, compose_train
@@ -45,10 +46,11 @@ def test_r1_runs_in_full_precision_under_autocast():
     torch.manual_seed(0)
     d = MLPDiscriminator((6,), hidden=[16])
     real = torch.randn(8, 6)
-    reference = r1_penalty(d, real)
+    critic = lambda x: d(x).logits  # noqa: E731
+    reference = r1_penalty(critic, real)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert d(real).dtype == torch.bfloat16  # the forward pass alone would be bf16
-        mixed = r1_penalty(d, real)
+        assert critic(real).dtype == torch.bfloat16  # the forward pass alone would be bf16
+        mixed = r1_penalty(critic, real)
     assert mixed.dtype == torch.float32
     torch.testing.assert_close(mixed, reference)
 
@@ -56,7 +58,7 @@ def test_r1_runs_in_full_precision_under_autocast():
 def test_r1_weight_is_validated_and_shown():
     with pytest.raises(ValueError, match="r1_weight"):
         GANLoss(r1_weight=-1.0)
-    assert "r1_weight=5.0" in repr(GANLoss("hinge", r1_weight=5))
+    assert "R1Penalty(weight=5, interval=1)" in repr(GANLoss("hinge", r1_weight=5))
 
 
 # --- the module: R1 in the D phase, fake hooks -----------------------------------------------

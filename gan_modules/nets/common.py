@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import contextlib
 import math
+from dataclasses import dataclass
 from typing import Iterator, Mapping, Sequence
 
-from torch import nn
+from torch import Tensor, nn
 
 from gan_modules.nets.layers import MinibatchDiscrimination
 
@@ -15,6 +16,22 @@ OUTPUT_RANGES: dict[str, tuple[float, float] | None] = {
     "sigmoid": (0.0, 1.0),
     "identity": None,
 }
+
+
+@dataclass(frozen=True)
+class DiscriminatorOutput:
+    """What every discriminator returns for a batch: one structure, so that callers never probe
+    which kind of discriminator they hold.
+
+    Attributes:
+        logits: the adversarial score per sample, ``(B,)``, raw (the losses work on logits).
+        class_logits: ``(B, num_classes)`` from a discriminator with a class head (AC-GAN), else None.
+        features: ``(B, feature_dim)``, the input of the last layer, where the network splits there.
+    """
+
+    logits: Tensor
+    class_logits: Tensor | None = None
+    features: Tensor | None = None
 
 
 @contextlib.contextmanager

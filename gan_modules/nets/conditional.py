@@ -7,7 +7,7 @@
 * ``ProjectionDiscriminator`` (Miyato & Koyama 2018): ``D(x, y) = psi(phi(x)) + <embed(y), phi(x)>``
   with ``phi`` the backbone's ``features`` and ``psi`` its last layer (``logit``).
 * ``AuxiliaryClassifierDiscriminator`` (AC-GAN, Odena et al. 2017): ``D(x) = psi(phi(x))`` plus a
-  class head on ``phi(x)``; ``GANModule`` adds its cross-entropy to both players' losses.
+  class head on ``phi(x)``; the loss's class term adds its cross-entropy to both players' losses.
 
 A backbone is given either as a module or as a factory (a Hydra ``_partial_: true`` config): the
 generator calls its factory with no argument, the discriminators with the ``in_shape`` they need
@@ -23,7 +23,7 @@ from typing import Callable, Sequence, Union
 import torch
 from torch import Tensor, nn
 
-from gan_modules.nets.common import as_shape, numel
+from gan_modules.nets.common import DiscriminatorOutput, as_shape, numel
 
 Backbone = Union[nn.Module, Callable[..., nn.Module]]
 
@@ -52,7 +52,7 @@ def call_generator(generator: nn.Module, z: Tensor, labels: Tensor | None = None
     return generator(z) if labels is None else generator(z, labels)
 
 
-def call_discriminator(discriminator: nn.Module, x: Tensor, labels: Tensor | None = None) -> Tensor:
+def call_discriminator(discriminator: nn.Module, x: Tensor, labels: Tensor | None = None) -> DiscriminatorOutput:
     """``D(x)`` when ``labels`` is None, else ``D(x, y)``."""
     return discriminator(x) if labels is None else discriminator(x, labels)
 
@@ -150,7 +150,7 @@ class ConditionalDiscriminator(nn.Module):
         self.backbone = _build(backbone, in_shape=list(backbone_shape))
         self.label_embedding = nn.Embedding(self.num_classes, numel(self.label_shape))
 
-    def forward(self, x: Tensor, y: Tensor) -> Tensor:
+    def forward(self, x: Tensor, y: Tensor) -> DiscriminatorOutput:
         label_map = self.label_embedding(y).view(x.shape[0], *self.label_shape)
         if len(self.in_shape) != 3:
             x = x.flatten(1)
@@ -180,43 +180,30 @@ class ProjectionDiscriminator(nn.Module):
         if spectral_norm:
             nn.utils.parametrizations.spectral_norm(self.label_embedding)
 
-    def forward(self, x: Tensor, y: Tensor) -> Tensor:
+    def forward(self, x: Tensor, y: Tensor) -> DiscriminatorOutput:
         phi = self.backbone.features(x)
-        return self.backbone.logit(phi) + (self.label_embedding(y) * phi).sum(dim=1)
+        return DiscriminatorOutput(self.backbone.logit(phi) + (self.label_embedding(y) * phi).sum(dim=1), features=phi)
 
 
 class AuxiliaryClassifierDiscriminator(nn.Module):
     """AC-GAN (Odena et al. 2017): an unconditional real/fake logit ``psi(phi(x))`` and a class head
-    ``W phi(x)`` on the same features; ``forward(x, y)`` returns the logit (``y`` unused), so losses
-    and gradient penalties treat it as any discriminator.
-
-    ``GANModule`` asks ``logit_and_classes`` for both outputs of one pass and adds
-    ``class_weight * cross_entropy(classes, y)`` to D's loss (on real images, and on fakes when
-    ``classify_fakes``) and to G's loss (on its fakes): G is pushed towards images D's classifier,
-    trained on real data, recognises as the requested class. Odena et al. also train the classifier
-    on fakes; with ``classify_fakes: false`` it cannot learn G's own artefacts as class cues.
+    ``W phi(x)`` on the same features, both in one pass: ``forward(x, y)`` returns the logit and the
+    class logits (``y`` is not used; the class term that makes it conditional is part of the
+    training objective, ``losses.AuxiliaryClassTerm``).
     """
 
     takes_labels = True
 
     def __init__(self, backbone: Backbone, in_shape: Sequence[int], num_classes: int | None,
-                 class_weight: float = 1.0, classify_fakes: bool = False, spectral_norm: bool = False) -> None:
+                 spectral_norm: bool = False) -> None:
         super().__init__()
         self.num_classes = check_num_classes(num_classes, "AuxiliaryClassifierDiscriminator")
-        if not float(class_weight) > 0:
-            raise ValueError(f"model.discriminator.class_weight must be > 0, got {class_weight} (the class "
-                             "term is what conditions an AC-GAN; for no class term use an unconditional model).")
         self.in_shape = as_shape(in_shape)
-        self.class_weight, self.classify_fakes = float(class_weight), bool(classify_fakes)
         self.backbone = _build_with_features(backbone, self.in_shape, "an auxiliary classifier discriminator's")
         self.class_head = nn.Linear(int(self.backbone.feature_dim), self.num_classes)
         if spectral_norm:
             nn.utils.parametrizations.spectral_norm(self.class_head)
 
-    def logit_and_classes(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """The real/fake logit ``(B,)`` and the class logits ``(B, num_classes)``."""
+    def forward(self, x: Tensor, y: Tensor | None = None) -> DiscriminatorOutput:
         phi = self.backbone.features(x)
-        return self.backbone.logit(phi), self.class_head(phi)
-
-    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        return self.backbone(x)
+        return DiscriminatorOutput(self.backbone.logit(phi), class_logits=self.class_head(phi), features=phi)

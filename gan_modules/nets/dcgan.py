@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from gan_modules.nets.layers import MinibatchStdDev, apply_spectral_norm
 from gan_modules.nets.common import (
+    DiscriminatorOutput,
     OUTPUT_RANGES,
     check_size,
     dcgan_init_,
@@ -132,10 +133,11 @@ class DCGANDiscriminator(nn.Module):
         if spectral_norm:
             apply_spectral_norm(self)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net(x).view(-1)
+    def forward(self, x: Tensor) -> DiscriminatorOutput:
+        features = self.features(x)
+        return DiscriminatorOutput(self.logit(features), features=features)
 
-    # For the projection discriminator (nets/conditional.py): forward(x) == logit(features(x)).
+    # For the conditional wrappers (nets/conditional.py), which build on the same split.
     @property
     def feature_dim(self) -> int:
         return math.prod(self._head_shape)

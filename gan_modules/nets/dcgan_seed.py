@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from gan_modules.nets.layers import MinibatchStdDev, apply_spectral_norm
 from gan_modules.nets.common import (
+    DiscriminatorOutput,
     OUTPUT_RANGES,
     check_size,
     image_shape,
@@ -101,5 +102,5 @@ class SeedDCGANDiscriminator(nn.Module):
         if spectral_norm:
             apply_spectral_norm(self)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net(x).view(-1)
+    def forward(self, x: Tensor) -> DiscriminatorOutput:
+        return DiscriminatorOutput(self.net(x).view(-1))

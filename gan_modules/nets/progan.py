@@ -23,7 +23,7 @@ from typing import Sequence
 from torch import Tensor, nn
 
 from gan_modules.nets.layers import EqualizedConv2d, EqualizedLinear, MinibatchStdDev, PixelNorm
-from gan_modules.nets.common import OUTPUT_RANGES, check_size, image_shape, make_output_activation
+from gan_modules.nets.common import OUTPUT_RANGES, DiscriminatorOutput, check_size, image_shape, make_output_activation
 from gan_modules.nets.progressive import ProgressiveNet, channels_at, downsample, fade, upsample
 
 
@@ -92,7 +92,7 @@ class ProGANDiscriminator(ProgressiveNet):
             EqualizedLinear(width[0], 1, gain=1.0),
         )
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor) -> DiscriminatorOutput:
         stage = int(self.stage)
         if x.shape[-1] != self.current_resolution or x.shape[-2] != self.current_resolution:
             raise ValueError(
@@ -108,4 +108,4 @@ class ProGANDiscriminator(ProgressiveNet):
                 h = fade(self.from_rgb[stage - 1](downsample(x)), h, self.alpha)
             for block in reversed(self.blocks[: stage - 1]):
                 h = block(h)
-        return self.final(h).squeeze(1)
+        return DiscriminatorOutput(self.final(h).squeeze(1))
