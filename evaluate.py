@@ -24,7 +24,7 @@ from gan_modules.atomic_files import OutputPathError, atomic_write_text, check_o
 
 from gan_modules.checkpoints import load_generator
 from gan_modules.nets.conditional import cycling_labels, is_conditional
-from gan_modules.sampling import sample_in_batches, whole_number
+from gan_modules.sampling import chunked_latents, sample_in_batches, whole_number
 from gan_modules.images import to_unit_range
 from gan_modules.metrics.evaluation import (FEATURE_NET_FOR, dataset_config, score_images, score_points,
                                             unit_range_datamodule)
@@ -74,8 +74,7 @@ def samples_from_checkpoint(path: str, n: int, seed: int, trust: bool = False) -
         generator, run_cfg = load_generator(path, trust=trust)
     except (ValueError, FileNotFoundError, OSError) as err:
         raise SystemExit(f"evaluate.py: {err}") from err
-    noise = torch.Generator().manual_seed(seed)
-    z = torch.cat([torch.randn(min(500, n - i), generator.z_dim, generator=noise) for i in range(0, n, 500)])
+    z = chunked_latents(n, generator.z_dim, seed)
     # A conditional model is scored on every class equally often, as the test splits are balanced.
     labels = cycling_labels(n, generator.num_classes) if is_conditional(generator) else None
     out = sample_in_batches(generator, z, labels)

@@ -47,6 +47,7 @@ from gan_modules.sampling import (
     interpolation_path,
     latent_arithmetic,
     available_memory_bytes,
+    chunked_latents,
     sample_in_batches,
     seed_latent,
     whole_number,
@@ -270,9 +271,7 @@ def write_mode(cfg: DictConfig, generator: torch.nn.Module, run_cfg: DictConfig,
 
 def write_samples(cfg: DictConfig, generator: torch.nn.Module, labels: torch.Tensor | None) -> Path:
     check_memory(cfg, generator, cfg.num_samples * (1 if labels is None else len(labels)), is_conditional(generator))
-    noise = torch.Generator(device="cpu").manual_seed(int(cfg.seed))
-    z = torch.cat([torch.randn(min(cfg.batch_size, cfg.num_samples - start), generator.z_dim, generator=noise)
-                   for start in range(0, cfg.num_samples, cfg.batch_size)])
+    z = chunked_latents(cfg.num_samples, generator.z_dim, int(cfg.seed), cfg.batch_size)
     sample_labels = None
     if labels is not None:  # num_samples per class, class after class, the same z for every class
         sample_labels = labels.repeat_interleave(cfg.num_samples)

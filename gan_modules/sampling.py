@@ -17,6 +17,17 @@ def seed_latent(seed: int, z_dim: int) -> Tensor:
     return torch.randn(z_dim, generator=torch.Generator().manual_seed(int(seed)))
 
 
+def chunked_latents(n: int, z_dim: int, seed: int, chunk_size: int = 500) -> Tensor:
+    """``n`` latents ``(n, z_dim)`` from ``seed``, drawn ``chunk_size`` at a time.
+
+    The values depend on the chunking (one ``randn`` of all ``n`` differs), so generate.py and
+    evaluate.py both draw here: the same seed and chunk size always give the same z.
+    """
+    noise = torch.Generator(device="cpu").manual_seed(int(seed))
+    return torch.cat([torch.randn(min(chunk_size, n - start), z_dim, generator=noise)
+                      for start in range(0, n, chunk_size)])
+
+
 @torch.no_grad()
 def sample_in_batches(generator: nn.Module, z: Tensor, labels: Tensor | None = None, batch_size: int = 500,
                       device: torch.device | str = "cpu") -> Tensor:
