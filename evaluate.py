@@ -26,7 +26,7 @@ from gan_modules.checkpoints import load_generator
 from gan_modules.nets.conditional import cycling_labels, is_conditional
 from gan_modules.sampling import chunked_latents, sample_in_batches, whole_number
 from gan_modules.images import to_unit_range
-from gan_modules.metrics.evaluation import (FEATURE_NET_FOR, dataset_config, score_images, score_points,
+from gan_modules.metrics.evaluation import (dataset_config, feature_net_name, score_images, score_points,
                                             unit_range_datamodule)
 from gan_modules.metrics.features import load_feature_net
 
@@ -160,7 +160,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         raise SystemExit(f"evaluate.py: samples have shape {list(fake.shape[1:])} (C x H x W), the dataset "
                          f"{list(datamodule.sample_shape)}: give the dataset the samples were trained on, or crop=N "
                          "for samples of a padded dataset.")
-    name = cfg.feature_net or FEATURE_NET_FOR.get(type(datamodule).__name__)
+    name = cfg.feature_net or feature_net_name(data_cfg)
     if name is None:
         raise SystemExit("evaluate.py: no shipped feature network for this dataset; pass feature_net=NAME")
     net, info = load_feature_net(name)

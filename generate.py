@@ -344,11 +344,11 @@ def write_interpolation(cfg: DictConfig, generator: torch.nn.Module, labels: tor
 def write_arithmetic(cfg: DictConfig, generator: torch.nn.Module, run_cfg: DictConfig,
                      labels: torch.Tensor | None) -> Path:
     from gan_modules.images import to_unit_range
-    from gan_modules.metrics.evaluation import FEATURE_NET_FOR
+    from gan_modules.metrics.evaluation import feature_net_name
     from gan_modules.metrics.features import load_feature_net
 
     dataset = str(run_cfg.dataset._target_).rsplit(".", 1)[-1]
-    name = cfg.feature_net or FEATURE_NET_FOR.get(dataset)
+    name = cfg.feature_net or feature_net_name(run_cfg.dataset)
     if name is None:
         raise SystemExit(f"generate.py: no shipped feature network fits {dataset}: set feature_net=NAME.")
     net, _ = load_feature_net(name)

@@ -103,8 +103,14 @@ class GANDataModule(pl.LightningDataModule):
         drop_last: bool = True,
         seed: int = 0,
         num_classes: int | None = None,
+        feature_net: str | None = None,
     ) -> None:
         super().__init__()
+        # The shipped feature network (gan_modules/metrics/weights/<name>.pt) that scores samples of
+        # this data (callbacks.quality, evaluate.py, generate.py arithmetic); None: none fits.
+        if feature_net is not None and not isinstance(feature_net, str):
+            raise ValueError(f"feature_net must be a feature network name (e.g. digits) or null, got {feature_net!r}")
+        self.feature_net = feature_net
         # What the config declares (dataset.num_classes), read by conditional models before any data
         # is loaded; build.validate_setup checks it against the data's own ``num_classes``.
         self.declared_num_classes = num_classes

@@ -16,7 +16,7 @@ import torch
 
 from gan_modules.callbacks.samples import training_steps
 from gan_modules.images import to_unit_range
-from gan_modules.metrics.evaluation import FEATURE_NET_FOR, embed, score_features, take
+from gan_modules.metrics.evaluation import embed, score_features, take
 from gan_modules.metrics.features import load_feature_net
 from gan_modules.metrics.modes import mode_statistics
 from gan_modules.nets.conditional import cycling_labels
@@ -48,9 +48,10 @@ class SampleQuality(pl.Callback):
         self._toy = not dm.is_image
         if self._toy:
             return
-        name = self.feature_net_name or FEATURE_NET_FOR.get(type(dm).__name__)
+        name = self.feature_net_name or getattr(dm, "feature_net", None)  # dataset.feature_net
         if name is None:
-            raise ValueError(f"No shipped feature network fits {type(dm).__name__}: set callbacks.quality.feature_net "
+            raise ValueError(f"No feature network fits {type(dm).__name__} (dataset.feature_net is null): set "
+                             "dataset.feature_net or callbacks.quality.feature_net, "
                              "or callbacks.quality=null.")
         self.net, self.info = load_feature_net(name)
         x, y = take(dm.test_dataset, self.num_real, self.seed)

@@ -29,9 +29,21 @@ from gan_modules.config import compose_config
 FEATURE_NOTE = ("Features come from this project's own classifier (feature network {name}, sha256 {sha}), "
                 "not Inception: compare numbers only with others from the same network.")
 
-# Which shipped feature network fits which datamodule class.
-FEATURE_NET_FOR = {"FashionMNISTDataModule": "fashion_mnist", "MNISTDataModule": "mnist",
-                   "DigitsDataModule": "digits", "CIFAR10DataModule": "cifar10"}
+# For older checkpoints only: their dataset configs predate the `feature_net` key, so the network
+# their datamodule was scored with then is looked up by its `_target_`.
+OLDER_CHECKPOINT_FEATURE_NETS = {
+    "datamodules.idx.FashionMNISTDataModule": "fashion_mnist",
+    "datamodules.idx.MNISTDataModule": "mnist",
+    "datamodules.digits.DigitsDataModule": "digits",
+    "datamodules.cifar10.CIFAR10DataModule": "cifar10",
+}
+
+
+def feature_net_name(dataset_cfg: DictConfig | dict) -> str | None:
+    """The feature network a dataset config names (``feature_net``; None where none fits)."""
+    if "feature_net" in dataset_cfg:
+        return dataset_cfg["feature_net"]
+    return OLDER_CHECKPOINT_FEATURE_NETS.get(str(dataset_cfg.get("_target_")))
 
 
 def dataset_config(name: str) -> DictConfig:
