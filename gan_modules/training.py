@@ -18,6 +18,7 @@ from gan_modules.resume_settings import ResumeConfigError
 from gan_modules.run_folder import (choose_resume, keep_previous_config, locked_run_folder, read_checkpoint_step,
                                     remove_leftover_temp_files, set_aside_later_metrics)
 from gan_modules.preflight import validate_config
+from gan_modules.steps import trainer_length
 
 log = logging.getLogger(__name__)
 
@@ -94,19 +95,6 @@ def finish_loggers(loggers: list[Any]) -> None:
                 log.warning("Could not finish the W&B run: %s", err)
 
 
-def trainer_length(cfg: DictConfig) -> dict[str, Any]:
-    """Translate ``max_generator_steps`` into Lightning's optimizer-step count."""
-    steps = cfg.get("max_generator_steps")
-    if steps is None:
-        return {}
-    if int(steps) < 1:
-        raise ValueError(f"max_generator_steps must be a positive integer or null, got {steps}.")
-    # Each generator step performs n_critic discriminator steps too, and Lightning counts all of them;
-    # an autoencoder makes one optimizer step per batch.
-    per_step = 1 if is_autoencoder(cfg) else int(cfg.module.n_critic) + 1
-    return {"max_steps": int(steps) * per_step, "max_epochs": -1}
-
-
 def warn_ignored_gan_overrides(cfg: DictConfig) -> None:
     """An autoencoder trains with ``model.system``: say so when the command line set the GAN-only groups."""
     from hydra.core.hydra_config import HydraConfig
@@ -173,7 +161,8 @@ def _train_in_folder(cfg: DictConfig, output_dir: Path, first_rank: bool) -> dic
     loggers = instantiate_all(cfg.get("logger"))
     try:
         trainer: pl.Trainer = instantiate(
-            cfg.trainer, callbacks=callbacks, logger=loggers if loggers else False, **trainer_length(cfg)
+            cfg.trainer, callbacks=callbacks, logger=loggers if loggers else False,
+            **trainer_length(cfg.get("max_generator_steps"), module),
         )
         log.info("Run folder: %s", output_dir.resolve())
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)

@@ -42,7 +42,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
-from gan_modules.callbacks.samples import training_steps
+from gan_modules.steps import training_steps
 
 log = logging.getLogger(__name__)
 

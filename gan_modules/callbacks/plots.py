@@ -9,7 +9,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.utilities import rank_zero_only
 
 from gan_modules.atomic_files import save_figure
-from gan_modules.callbacks.samples import training_steps
+from gan_modules.steps import training_steps
 
 PLOTS = {
     "losses": (("d_loss", "discriminator loss"), ("g_loss", "generator loss")),

@@ -8,18 +8,10 @@ an autoencoder, so the bar ends at N/N either way.
 """
 from __future__ import annotations
 
-from typing import Any
-
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import TQDMProgressBar
 
-
-def optimizer_steps_per_batch(module: Any) -> int:
-    """How many optimizer steps Lightning's global_step gains per training batch."""
-    if module is None or getattr(module, "automatic_optimization", True):
-        return 1
-    n_critic = getattr(module, "n_critic", None)
-    return int(n_critic) + 1 if n_critic is not None else 1
+from gan_modules.steps import optimizer_steps_per_batch
 
 
 class GeneratorStepProgressBar(TQDMProgressBar):

@@ -26,7 +26,7 @@ from pytorch_lightning.callbacks import Callback
 
 from datamodules.base import split_batch
 from gan_modules.nets.progressive import ProgressiveNet
-from gan_modules.step_logging import logs_this_batch
+from gan_modules.steps import logs_this_batch
 
 PerResolution = int | Mapping[Any, int] | None
 

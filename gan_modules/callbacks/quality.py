@@ -14,7 +14,6 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
-from gan_modules.callbacks.samples import training_steps
 from gan_modules.images import to_unit_range
 from gan_modules.metrics.evaluation import embed, score_features, take
 from gan_modules.metrics.features import load_feature_net
@@ -22,6 +21,7 @@ from gan_modules.metrics.modes import mode_statistics
 from gan_modules.nets.conditional import cycling_labels
 from gan_modules.nets.progressive import fully_grown
 from gan_modules.sampling import sample_in_batches
+from gan_modules.steps import training_steps
 
 
 class SampleQuality(pl.Callback):

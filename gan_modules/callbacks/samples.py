@@ -11,14 +11,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from gan_modules.atomic_files import save_figure
 from gan_modules.images import log_image_file, save_grid
 from gan_modules.nets.conditional import call_generator, cycling_labels
-
-
-def training_steps(trainer: pl.Trainer | None, pl_module: pl.LightningModule) -> int:
-    """Generator steps for a GAN (Lightning's global_step counts D steps too); batches for an autoencoder."""
-    steps = getattr(pl_module, "generator_steps", None)
-    if steps is not None:
-        return int(steps)
-    return int(trainer.global_step) if trainer is not None else 0
+from gan_modules.steps import training_steps
 
 
 class SampleGrid(pl.Callback):
