@@ -16,18 +16,14 @@ from torch import Tensor, nn
 
 from gan_modules.atomic_files import save_figure
 from gan_modules.images import log_image_file, save_grid
+from gan_modules.nets.common import eval_mode
 
 
 @contextmanager
 def evaluating(network: nn.Module) -> Iterator[nn.Module]:
     """Eval mode (no input corruption, VAE codings = mean) and no gradients, restored afterwards."""
-    was_training = network.training
-    network.eval()
-    try:
-        with torch.no_grad():
-            yield network
-    finally:
-        network.train(was_training)
+    with eval_mode(network), torch.no_grad():
+        yield network
 
 
 def validation_images(trainer: pl.Trainer, n: int) -> tuple[Tensor, Tensor]:

@@ -18,6 +18,7 @@ from gan_modules.images import to_unit_range
 from gan_modules.metrics.evaluation import embed, score_features, take
 from gan_modules.metrics.features import load_feature_net
 from gan_modules.metrics.modes import mode_statistics
+from gan_modules.nets.common import eval_mode
 from gan_modules.nets.conditional import cycling_labels
 from gan_modules.nets.progressive import fully_grown
 from gan_modules.sampling import sample_in_batches
@@ -60,13 +61,11 @@ class SampleQuality(pl.Callback):
     @torch.no_grad()
     def score(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float]:
         generator = pl_module.sampling_generator  # the EMA generator when there is one
-        was_training = generator.training
-        generator.eval()
         z = torch.randn(self.num_samples, pl_module.z_dim, generator=torch.Generator().manual_seed(self.seed))
         num_classes = getattr(pl_module, "num_classes", None)  # conditional GANs: every class equally often
         labels = None if num_classes is None else cycling_labels(self.num_samples, num_classes)
-        fake = sample_in_batches(generator, z, labels, device=pl_module.device)
-        generator.train(was_training)
+        with eval_mode(generator):
+            fake = sample_in_batches(generator, z, labels, device=pl_module.device)
         dm = trainer.datamodule
         if self._toy:
             stats = mode_statistics(fake, dm.modes, dm.std)

@@ -10,6 +10,7 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from gan_modules.atomic_files import save_figure
 from gan_modules.images import log_image_file, save_grid
+from gan_modules.nets.common import eval_mode
 from gan_modules.nets.conditional import call_generator, cycling_labels
 from gan_modules.steps import training_steps
 
@@ -56,11 +57,8 @@ class SampleGrid(pl.Callback):
             return None  # a plain autoencoder has nothing to sample from
         num_classes = getattr(pl_module, "num_classes", None)  # set for conditional GANs only
         labels = None if num_classes is None else cycling_labels(len(self.fixed_z), num_classes, pl_module.device)
-        was_training = generator.training
-        generator.eval()
-        with torch.no_grad():
+        with eval_mode(generator), torch.no_grad():
             samples = call_generator(generator, self.fixed_z.to(pl_module.device), labels).float().cpu()
-        generator.train(was_training)
         path = self.dirpath / f"{name}.png"
         if samples.dim() == 4:
             save_grid(samples, path, generator.output_range, nrow=self.nrow if num_classes is None else num_classes)
