@@ -1,6 +1,6 @@
 """Train a GAN. Every choice is a Hydra override, e.g.
 
-    python train.py model=dcgan loss=wgan_gp dataset=mnist trainer=gpu optimizer.d.lr=1e-4
+    python train.py model=dcgan loss=hinge dataset=mnist trainer=gpu model.optimizer.d.lr=1e-4
 
 The run folder (logs/<task_name>/runs/<time>/) receives config.yaml (resolved), checkpoints/,
 samples/, plots/ and the loggers' files. A config or file that cannot work stops with one line that
@@ -29,4 +29,11 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    import sys
+
+    from gan_modules.config import moved_key_message
+
+    message = moved_key_message(sys.argv[1:])
+    if message is not None:
+        raise SystemExit(f"train.py: error: {message}")
     main()

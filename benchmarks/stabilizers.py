@@ -21,13 +21,13 @@ STABILIZERS = {
     "minibatch_discrimination": ["model.discriminator.minibatch_discrimination={num_kernels:100,kernel_dim:5}"],
     "minibatch_stddev": ["model.discriminator.minibatch_stddev=true"],
     "spectral_norm": ["model.discriminator.spectral_norm=true"],
-    "ema": ["module.ema_decay=0.999"],
+    "ema": ["model.ema_decay=0.999"],
 }
 # The bases as the collapse-prone recipes they are: the seed MLP GAN, and the grid without its EMA.
 BASES = {
     "seed_fashion_mlp": ["experiment=seed_fashion_mlp"],
     "default": [],
-    "toy_grid": ["module.ema_decay=null"],
+    "toy_grid": ["model.ema_decay=null"],
 }
 
 

@@ -24,7 +24,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 NUM_MODES = {"ring": 8, "grid": 25}
 # A loss file selects the loss only; the Wasserstein losses are run with their papers' optimizer and
 # 5 critic steps, as experiment=wgan / wgan_gp pair them (the toy recipe is already the experiment).
-PAPER_SETTINGS = {"wgan": ["optimizer=wgan", "module.n_critic=5"], "wgan_gp": ["optimizer=wgan_gp", "module.n_critic=5"]}
+PAPER_SETTINGS = {"wgan": ["optimizer=wgan", "model.n_critic=5"], "wgan_gp": ["optimizer=wgan_gp", "model.n_critic=5"]}
 
 
 def run_one(data: str, loss: str, seed: int, extra: list[str], tag: str = "") -> dict:

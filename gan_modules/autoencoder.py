@@ -7,7 +7,7 @@ autoencoder at a time, then fine-tunes the whole stack.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import pytorch_lightning as pl
 import torch
@@ -18,7 +18,7 @@ from datamodules.base import split_batch
 from gan_modules.nets.autoencoders import VAE, StackedAutoencoder
 from gan_modules.nets.common import eval_mode
 from gan_modules.resume_settings import apply_to_trainer
-from gan_modules.step_logging import logs_this_batch
+from gan_modules.steps import logs_this_batch
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 RECONSTRUCTIONS = ("bce", "mse")
@@ -50,6 +50,9 @@ class AutoencoderModule(pl.LightningModule):
         layerwise_epochs: greedy layer-wise training of a ``StackedAutoencoder``: train each
             shallow autoencoder (outermost first) for this many epochs, each on the codings of the
             frozen layers before it, then train the whole stack for the remaining epochs.
+        data_range: the range ``[lo, hi]`` of the data the network reconstructs (None: unbounded).
+
+    In a config all of this is one node, ``model`` (conf/model/*_ae.yaml with conf/system/autoencoder.yaml).
     """
 
     def __init__(
@@ -59,20 +62,21 @@ class AutoencoderModule(pl.LightningModule):
         reconstruction: str = "bce",
         kl_weight: float = 1.0,
         layerwise_epochs: int | None = None,
+        data_range: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
         if reconstruction not in RECONSTRUCTIONS:
-            raise ValueError(f"model.system.reconstruction={reconstruction!r}: choose one of {list(RECONSTRUCTIONS)}.")
+            raise ValueError(f"model.reconstruction={reconstruction!r}: choose one of {list(RECONSTRUCTIONS)}.")
         if kl_weight < 0:
-            raise ValueError(f"model.system.kl_weight must be >= 0, got {kl_weight}.")
+            raise ValueError(f"model.kl_weight must be >= 0, got {kl_weight}.")
         if layerwise_epochs is not None:
             if not isinstance(network, StackedAutoencoder):
                 raise ValueError(
-                    "model.system.layerwise_epochs (greedy layer-wise training) needs a stacked autoencoder "
+                    "model.layerwise_epochs (greedy layer-wise training) needs a stacked autoencoder "
                     f"(model=stacked_ae), not {type(network).__name__}; set it to null for this model."
                 )
             if int(layerwise_epochs) < 1:
-                raise ValueError(f"model.system.layerwise_epochs must be >= 1 or null, got {layerwise_epochs}.")
+                raise ValueError(f"model.layerwise_epochs must be >= 1 or null, got {layerwise_epochs}.")
         self.network = network
         # Lightning counts optimizer steps; training length in batches is this many of them per batch.
         self.optimizer_steps_per_batch = 1
@@ -80,6 +84,7 @@ class AutoencoderModule(pl.LightningModule):
         self.reconstruction = reconstruction
         self.kl_weight = float(kl_weight)
         self.layerwise_epochs = None if layerwise_epochs is None else int(layerwise_epochs)
+        self.data_range = None if data_range is None else tuple(float(v) for v in data_range)
 
     @property
     def is_variational(self) -> bool:
@@ -152,7 +157,7 @@ class AutoencoderModule(pl.LightningModule):
 
     def on_train_start(self) -> None:
         # After Lightning restored a checkpoint's optimizer: the config given now is what runs.
-        apply_to_trainer(self.trainer, {"model.system.optimizer": self.optimizer})
+        apply_to_trainer(self.trainer, {"model.optimizer": self.optimizer})
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return self.optimizer(params=self.network.parameters())
@@ -173,9 +178,9 @@ def validate_autoencoder_setup(module: AutoencoderModule, datamodule: Any) -> No
     data_range = None if datamodule.value_range is None else tuple(float(v) for v in datamodule.value_range)
     if module.reconstruction == "bce" and data_range != (0.0, 1.0):
         raise ValueError(
-            f"model.system.reconstruction=bce needs data in [0, 1] (pixels as probabilities), but the data "
+            f"model.reconstruction=bce needs data in [0, 1] (pixels as probabilities), but the data "
             f"are scaled to {data_range}. Set model.data_range=[0.0,1.0] with a sigmoid output, or use "
-            "model.system.reconstruction=mse."
+            "model.reconstruction=mse."
         )
     out_range = None if network.output_range is None else tuple(network.output_range)
     if out_range is not None and out_range != data_range:

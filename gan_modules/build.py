@@ -7,8 +7,9 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
+import pytorch_lightning as pl
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig
 from torch import nn
 
@@ -18,43 +19,41 @@ from gan_modules.nets.common import eval_mode
 from gan_modules.nets.conditional import UNLABELLED_HELP, call_discriminator, call_generator
 
 
+def system_class(model_cfg: DictConfig) -> type:
+    """The training system a ``model`` config builds: its ``_target_``'s class (imported).
+
+    Run configs written before the system became the ``model`` node have no ``_target_`` there: a GAN,
+    or an autoencoder when they hold ``model.system``.
+    """
+    if "_target_" not in model_cfg:
+        return AutoencoderModule if "system" in model_cfg else GANModule
+    try:
+        cls = get_class(str(model_cfg._target_))
+    except Exception as err:  # an unknown module or name: say which key, not Hydra's internals
+        raise ValueError(f"model._target_={model_cfg._target_} cannot be imported ({err}).") from None
+    if not (isinstance(cls, type) and issubclass(cls, pl.LightningModule)):
+        raise ValueError(f"model._target_={model_cfg._target_} is not a LightningModule: the model node builds the "
+                         "training system (gan_modules.gan.GANModule or gan_modules.autoencoder.AutoencoderModule).")
+    return cls
+
+
 def is_autoencoder(cfg: DictConfig) -> bool:
-    """Autoencoder model configs (model=stacked_ae, conv_ae, denoising_ae, vae) carry their own ``system``."""
-    return "system" in cfg.model
-
-
-def build_generator(cfg: DictConfig) -> nn.Module:
-    return instantiate(cfg.model.generator)
+    """Whether ``cfg.model`` builds an autoencoder (model=stacked_ae, conv_ae, denoising_ae, vae)."""
+    return issubclass(system_class(cfg.model), AutoencoderModule)
 
 
 def build_module(cfg: DictConfig) -> GANModule | AutoencoderModule:
-    """The training system for ``cfg``.
-
-    A GAN: the GANModule described by ``cfg.model`` (networks), ``cfg.loss``, ``cfg.optimizer`` and
-    ``cfg.module``. An autoencoder: ``cfg.model.system`` (its optimizer included) around
-    ``cfg.model.network``; the GAN-only groups (loss, optimizer, module) are then unused.
-    """
-    if is_autoencoder(cfg):
-        return instantiate(cfg.model.system, network=instantiate(cfg.model.network))
-    _check_labelled(cfg)
-    scheduler = cfg.get("scheduler") or {}
-    return instantiate(
-        cfg.module,
-        generator=build_generator(cfg),
-        discriminator=instantiate(cfg.model.discriminator),
-        loss=instantiate(cfg.loss),
-        optimizer_g=instantiate(cfg.optimizer.g),
-        optimizer_d=instantiate(cfg.optimizer.d),
-        scheduler_g=instantiate(scheduler.get("g")) if scheduler.get("g") else None,
-        scheduler_d=instantiate(scheduler.get("d")) if scheduler.get("d") else None,
-        _recursive_=False,
-    )
+    """The training system for ``cfg``: the ``model`` node, built whole with its ``_target_`` (its
+    networks, optimizer partials, a GAN's loss and schedulers are built on the way)."""
+    if not is_autoencoder(cfg):
+        _check_labelled(cfg)
+    return instantiate(cfg.model)
 
 
 def _check_labelled(cfg: DictConfig) -> None:
     """A conditional model (its generator config takes num_classes) on data without labels: say so
     before Hydra's instantiation error would bury the reason."""
-    if "num_classes" in cfg.model.generator and cfg.model.generator.num_classes is None:
+    if "generator" in cfg.model and "num_classes" in cfg.model.generator and cfg.model.generator.num_classes is None:
         raise ValueError(f"The model is conditional but dataset.num_classes is null: the data have no labels. "
                          f"{UNLABELLED_HELP}")
 

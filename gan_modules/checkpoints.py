@@ -213,7 +213,9 @@ def load_generator(path: str | Path, trust: bool = False) -> tuple[nn.Module, Di
     """
     checkpoint = load_checkpoint(path)
     cfg = trusted_config(checkpoint, path, trust)
-    if "system" in cfg.model:  # an autoencoder: only a VAE's decoder samples from a prior
+    from gan_modules.build import is_autoencoder  # (after the allowlist check above: it imports the target)
+
+    if is_autoencoder(cfg):  # only a VAE's decoder samples from a prior
         network = build_from_config(cfg.model.network, path, "model.network")
         if not hasattr(network, "decoder") or not hasattr(network.decoder, "z_dim"):
             raise ValueError(
@@ -241,7 +243,9 @@ def load_encoder(path: str | Path, trust: bool = False) -> nn.Module:
     """
     checkpoint = load_checkpoint(path)
     cfg = trusted_config(checkpoint, path, trust)
-    if "system" not in cfg.model:
+    from gan_modules.build import is_autoencoder  # (after the allowlist check above: it imports the target)
+
+    if not is_autoencoder(cfg):
         raise ValueError(f"{path} is a GAN checkpoint; load_encoder needs an autoencoder's (model=stacked_ae, vae, ...).")
     network = build_from_config(cfg.model.network, path, "model.network")
     load_weights(network, submodule_state(checkpoint, "network"), path, "network")

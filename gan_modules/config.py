@@ -26,3 +26,24 @@ def compose_config(overrides: list[str], config_name: str = "train") -> DictConf
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose(config_name=config_name, overrides=overrides)
+
+
+# Keys that moved into the ``model`` node when it became the whole training system (issue 16):
+# the old path's first part(s) and the new prefix.
+MOVED_KEYS = (("module.", "model."), ("optimizer.", "model.optimizer."), ("loss.", "model.loss."),
+              ("scheduler.", "model.scheduler."), ("model.system.", "model."))
+
+
+def moved_key_message(overrides: list[str]) -> str | None:
+    """A message naming the new key for an override written with a key that has moved, else None
+    (Hydra alone would say only that the key is not in the config)."""
+    for override in overrides:
+        key = override.lstrip("+~").split("=", 1)[0]
+        if "=" not in override and not override.startswith("~"):
+            continue
+        for old, new in MOVED_KEYS:
+            if key.startswith(old):
+                fixed = override.replace(old, new, 1)
+                return (f"{override}: the training settings live in the model node now (one node per training "
+                        f"system: networks, optimizers, loss, settings); write {fixed}.")
+    return None

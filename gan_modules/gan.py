@@ -14,7 +14,7 @@ saved in checkpoints.
 
 Per-step statistics (losses, D's mean outputs and accuracies) go every step to the callbacks, as
 ``training_step``'s return value, and to the loggers on Lightning's logging steps only
-(``trainer.log_every_n_steps``, see ``step_logging.py``).
+(``trainer.log_every_n_steps``, see ``steps.py``).
 
 Conditional models (``nets/conditional.py``, ``model=cgan_*``) are trained as ``G(z, y)`` and
 ``D(x, y)`` on the batch's labels: every fake gets the label of the real image at the same batch
@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, Sequence
 
 import pytorch_lightning as pl
 import torch
@@ -37,7 +37,7 @@ from datamodules.base import split_batch
 from gan_modules.nets.conditional import call_generator, conditioning_classes
 from gan_modules.objectives import GANLoss
 from gan_modules.resume_settings import apply_to_trainer
-from gan_modules.step_logging import logs_this_batch
+from gan_modules.steps import logs_this_batch
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +52,18 @@ class GANModule(pl.LightningModule):
     Args:
         generator: maps ``(B, z_dim)`` noise to samples; must have ``z_dim`` and ``out_shape``.
         discriminator: maps samples to one logit per sample.
-        loss: the adversarial objective and its regularisers.
-        optimizer_g, optimizer_d: partially applied optimizers (called with the parameters).
-        scheduler_g, scheduler_d: optional partially applied LR schedulers, stepped once per epoch.
+        loss: the adversarial objective and its regularisers (``objectives.GANLoss``).
+        optimizer: partially applied optimizers (called with the parameters), ``{"g": ..., "d": ...}``.
+        scheduler: optional partially applied LR schedulers, ``{"g": ..., "d": ...}`` (either may be
+            None), stepped once per epoch.
         n_critic: discriminator steps per generator step (>= 1).
         grad_clip_g, grad_clip_d: clip each network's gradient norm to this value (None: off).
         ema_decay: keep an exponential moving average of G's weights with this decay (e.g. 0.999),
             updated after every generator step; sampling, grids and evaluation then use it.
+        data_range: the range ``[lo, hi]`` the generator's samples (and so the data) live in; None
+            for unbounded data. The datasets are scaled to it (``dataset.value_range``).
+
+    In a config all of this is one node, ``model`` (conf/model/*.yaml with conf/system/gan.yaml).
     """
 
     def __init__(
@@ -66,31 +71,36 @@ class GANModule(pl.LightningModule):
         generator: nn.Module,
         discriminator: nn.Module,
         loss: GANLoss,
-        optimizer_g: OptimizerFactory,
-        optimizer_d: OptimizerFactory,
-        scheduler_g: SchedulerFactory | None = None,
-        scheduler_d: SchedulerFactory | None = None,
+        optimizer: Mapping[str, OptimizerFactory],
+        scheduler: Mapping[str, SchedulerFactory | None] | None = None,
         n_critic: int = 1,
         grad_clip_g: float | None = None,
         grad_clip_d: float | None = None,
         ema_decay: float | None = None,
+        data_range: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
         if int(n_critic) < 1:
-            raise ValueError(f"module.n_critic must be >= 1 (discriminator steps per generator step), got {n_critic}.")
+            raise ValueError(f"model.n_critic must be >= 1 (discriminator steps per generator step), got {n_critic}.")
         for name, clip in (("grad_clip_g", grad_clip_g), ("grad_clip_d", grad_clip_d)):
             if clip is not None and clip <= 0:
-                raise ValueError(f"module.{name} must be positive or null, got {clip}.")
+                raise ValueError(f"model.{name} must be positive or null, got {clip}.")
         if ema_decay is not None and not 0.0 < ema_decay < 1.0:
-            raise ValueError(f"module.ema_decay must be in (0, 1) or null, got {ema_decay}.")
+            raise ValueError(f"model.ema_decay must be in (0, 1) or null, got {ema_decay}.")
+        scheduler = scheduler or {}
+        for name, given in (("model.optimizer", optimizer), ("model.scheduler", scheduler)):
+            unknown = set(given) - {"g", "d"}
+            if unknown or (name == "model.optimizer" and set(given) != {"g", "d"}):
+                raise ValueError(f"{name} takes one entry per network, g and d; got {sorted(given)}.")
         self.automatic_optimization = False
         self.generator = generator
         self.discriminator = discriminator
         # The class count of a conditional pair; None (unconditional) keeps labels out of every call.
         self.num_classes = conditioning_classes(generator, discriminator)
         self.loss = loss
-        self.optimizer_g, self.optimizer_d = optimizer_g, optimizer_d
-        self.scheduler_g, self.scheduler_d = scheduler_g, scheduler_d
+        self.optimizer_g, self.optimizer_d = optimizer["g"], optimizer["d"]
+        self.scheduler_g, self.scheduler_d = scheduler.get("g"), scheduler.get("d")
+        self.data_range = None if data_range is None else tuple(float(v) for v in data_range)
         self.n_critic = int(n_critic)
         # Lightning's global_step counts optimizer steps: one generator step makes this many.
         self.optimizer_steps_per_batch = self.n_critic + 1
@@ -170,10 +180,10 @@ class GANModule(pl.LightningModule):
 
     def on_train_start(self) -> None:
         # After Lightning restored a checkpoint's optimizers: the config given now is what runs.
-        apply_to_trainer(self.trainer, {"optimizer.g": self.optimizer_g, "optimizer.d": self.optimizer_d})
+        apply_to_trainer(self.trainer, {"model.optimizer.g": self.optimizer_g, "model.optimizer.d": self.optimizer_d})
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Let a resumed run switch the EMA on or off (``module.ema_decay``) instead of failing to load."""
+        """Let a resumed run switch the EMA on or off (``model.ema_decay``) instead of failing to load."""
         self._steps_done = None
         state = checkpoint["state_dict"]
         has_ema = any(k.startswith("generator_ema.") for k in state)
@@ -181,18 +191,18 @@ class GANModule(pl.LightningModule):
             # Start the average from the generator's weights, as a fresh run does.
             for key in [k for k in state if k.startswith("generator.")]:
                 state["generator_ema." + key[len("generator."):]] = state[key].clone()
-            log.info("The checkpoint has no EMA generator: module.ema_decay starts one from its generator's weights.")
+            log.info("The checkpoint has no EMA generator: model.ema_decay starts one from its generator's weights.")
         elif self.generator_ema is None and has_ema:
             for key in [k for k in state if k.startswith("generator_ema.")]:
                 del state[key]
-            log.info("module.ema_decay is null: the checkpoint's EMA generator is dropped.")
+            log.info("model.ema_decay is null: the checkpoint's EMA generator is dropped.")
 
     def on_fit_start(self) -> None:
         if self.fake_hooks and self.loss.classify_fakes:
             raise ValueError(
-                "The discriminator's class head is trained on fakes (loss.classify_fakes=true), but a callback "
+                "The discriminator's class head is trained on fakes (model.loss.classify_fakes=true), but a callback "
                 "(the replay buffer) swaps in old fakes, whose classes differ from this step's labels: set "
-                "loss.classify_fakes=false or callbacks.replay=null."
+                "model.loss.classify_fakes=false or callbacks.replay=null."
             )
 
     def _discriminator_phase(self, real: Tensor, opt_d: Any, labels: Tensor | None, step: int) -> dict[str, Tensor]:

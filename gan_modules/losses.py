@@ -86,7 +86,7 @@ def gradient_penalty(discriminator: nn.Module, real: Tensor, fake: Tensor) -> Te
 def r1_penalty(discriminator: nn.Module, real: Tensor) -> Tensor:
     """R1 (Mescheder et al. 2018): E over real samples of ||grad_x D(x)||_2^2.
 
-    The paper's regulariser is ``gamma / 2 * R1``; ``loss.r1_weight`` multiplies this value
+    The paper's regulariser is ``gamma / 2 * R1``; ``model.loss.r1_weight`` multiplies this value
     directly, so it plays the role of gamma / 2 (gamma = 10 -> r1_weight = 5).
     """
     grad = _input_gradient(discriminator, real)

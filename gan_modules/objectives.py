@@ -13,7 +13,7 @@ that on average it weighs what it would weigh every step (lazy regularisation, K
 The losses themselves stay pure functions in ``losses.py``.
 
 Add a regulariser by writing a ``Term`` subclass (``value`` and, if it needs them, ``statistics``
-and ``applies``) and listing it under ``loss.terms`` in the config; README "Your own loss or
+and ``applies``) and listing it under ``model.loss.terms`` in the config; README "Your own loss or
 regulariser" has an example.
 """
 from __future__ import annotations
@@ -261,18 +261,18 @@ class GANLoss:
         terms: Sequence[Term] = (),
     ) -> None:
         if kind not in LOSSES:
-            raise ValueError(f"Unknown loss kind {kind!r}: choose one of {sorted(LOSSES)} (config key loss.kind).")
+            raise ValueError(f"Unknown loss kind {kind!r}: choose one of {sorted(LOSSES)} (config key model.loss.kind).")
         for key, value in (("gp_weight", gp_weight), ("r1_weight", r1_weight), ("drift_weight", drift_weight)):
             if value < 0:
-                raise ValueError(f"loss.{key} must be >= 0, got {value}.")
+                raise ValueError(f"model.loss.{key} must be >= 0, got {value}.")
         if not class_weight > 0:
-            raise ValueError(f"loss.class_weight must be > 0, got {class_weight} (the class term is what "
+            raise ValueError(f"model.loss.class_weight must be > 0, got {class_weight} (the class term is what "
                              "conditions an AC-GAN; for no class term use another model).")
         if clip_value is not None and clip_value <= 0:
-            raise ValueError(f"loss.clip_value must be positive or null, got {clip_value}.")
+            raise ValueError(f"model.loss.clip_value must be positive or null, got {clip_value}.")
         for term in terms:
             if not isinstance(term, Term):
-                raise TypeError(f"loss.terms takes Term objects (gan_modules.objectives.Term), got {type(term).__name__}.")
+                raise TypeError(f"model.loss.terms takes Term objects (gan_modules.objectives.Term), got {type(term).__name__}.")
         self.kind = kind
         self.gp_weight, self.r1_weight, self.drift_weight = float(gp_weight), float(r1_weight), float(drift_weight)
         self.clip_value = clip_value

@@ -1,7 +1,7 @@
 """Pre-flight config checks, run before any work (no data loaded, no network built): combinations that
 would fail late, fail with someone else's message, or silently do something other than asked.
 
-Values are checked by their config path, the key as the user types it (``optimizer.g.lr``,
+Values are checked by their config path, the key as the user types it (``model.optimizer.g.lr``,
 ``model.generator.z_dim``): integers where integers are meant, sizes of at least 1, learning rates and
 other optimizer settings in their range. The constructors check again for users who build objects in
 Python; here the same mistakes stop before data is loaded or the run folder gets files, with the key.
@@ -66,7 +66,7 @@ TOP_INTEGERS: tuple[tuple[str, int, bool, str], ...] = (
     ("trainer.num_nodes", 1, False, "machines"),
 )
 GAN_INTEGERS: tuple[tuple[str, int, bool, str], ...] = (
-    ("module.n_critic", 1, False, "discriminator steps per generator step"),
+    ("model.n_critic", 1, False, "discriminator steps per generator step"),
 )
 # Network sizes, by key name at any depth of model.* (also nested backbones and wrappers).
 NET_INTEGERS = {"z_dim": 1, "w_dim": 1, "base_channels": 1, "max_channels": 1, "channel_base": 1,
@@ -213,8 +213,30 @@ def _check_trainer_values(trainer: Any) -> None:
                               "or a number of batches >= 1; e.g. trainer.val_check_interval=0.5.")
 
 
+def check_system(cfg: DictConfig) -> None:
+    """The parts of the ``model`` node fit its system: an autoencoder has no adversarial loss and one
+    optimizer, a GAN a loss and a G/D optimizer pair (the groups are placed into the node)."""
+    model = _select(cfg, "model")
+    if not isinstance(model, DictConfig):
+        raise ConfigError("model is not set: choose a model, e.g. model=dcgan (conf/model/).")
+    if is_autoencoder(cfg):
+        if _select(cfg, "model.loss") not in (_ABSENT, None):
+            raise ConfigError("An autoencoder (this model) has no adversarial loss: drop loss=... from the command "
+                              "line; its reconstruction loss is model.reconstruction (bce | mse).")
+        optimizer = _select(cfg, "model.optimizer")
+        if isinstance(optimizer, DictConfig) and ("g" in optimizer or "d" in optimizer):
+            raise ConfigError("An autoencoder (this model) trains one network with one optimizer: drop optimizer=... "
+                              "from the command line (those files hold a G/D pair) and set model.optimizer.* "
+                              "instead, e.g. model.optimizer.lr=3e-4.")
+        return
+    for key, example in (("loss", "loss=non_saturating"), ("optimizer", "optimizer=adam")):
+        if _select(cfg, f"model.{key}") in (_ABSENT, None):
+            raise ConfigError(f"This GAN has no model.{key}: choose one, e.g. {example}.")
+
+
 def check_values(cfg: DictConfig) -> None:
     """Every known single value of the config, named by its path: types, sizes and ranges."""
+    check_system(cfg)
     gan = not is_autoencoder(cfg)
     seed = _select(cfg, "seed")
     if seed is not _ABSENT:
@@ -252,29 +274,29 @@ def check_values(cfg: DictConfig) -> None:
 
     if gan:
         for net in ("g", "d"):
-            check_optimizer(f"optimizer.{net}", _select(cfg, f"optimizer.{net}"))
-            check_scheduler(f"scheduler.{net}", _select(cfg, f"scheduler.{net}"))
+            check_optimizer(f"model.optimizer.{net}", _select(cfg, f"model.optimizer.{net}"))
+            check_scheduler(f"model.scheduler.{net}", _select(cfg, f"model.scheduler.{net}"))
         for key in ("gp_weight", "r1_weight", "drift_weight"):
-            value = _select(cfg, f"loss.{key}")
+            value = _select(cfg, f"model.loss.{key}")
             if value is not _ABSENT:
-                require_number(f"loss.{key}", value, 0.0, example="10.0 (0 switches it off)")
-        value = _select(cfg, "loss.class_weight")
+                require_number(f"model.loss.{key}", value, 0.0, example="10.0 (0 switches it off)")
+        value = _select(cfg, "model.loss.class_weight")
         if value is not _ABSENT:
-            require_number("loss.class_weight", value, 0.0, low_open=True, example="1.0 (AC-GAN's class term)")
-        value = _select(cfg, "loss.r1_interval")
+            require_number("model.loss.class_weight", value, 0.0, low_open=True, example="1.0 (AC-GAN's class term)")
+        value = _select(cfg, "model.loss.r1_interval")
         if value is not _ABSENT:
-            require_integer("loss.r1_interval", value, 1)
-        value = _select(cfg, "loss.clip_value")
+            require_integer("model.loss.r1_interval", value, 1)
+        value = _select(cfg, "model.loss.clip_value")
         if value is not _ABSENT:
-            require_number("loss.clip_value", value, 0.0, low_open=True, nullable=True, example="0.01")
-        value = _select(cfg, "module.ema_decay")
+            require_number("model.loss.clip_value", value, 0.0, low_open=True, nullable=True, example="0.01")
+        value = _select(cfg, "model.ema_decay")
         if value is not _ABSENT:
-            require_number("module.ema_decay", value, 0.0, 1.0, low_open=True, high_open=True, nullable=True,
+            require_number("model.ema_decay", value, 0.0, 1.0, low_open=True, high_open=True, nullable=True,
                            example="0.999 (null: no moving average)")
         for key in ("grad_clip_g", "grad_clip_d"):
-            value = _select(cfg, f"module.{key}")
+            value = _select(cfg, f"model.{key}")
             if value is not _ABSENT:
-                require_number(f"module.{key}", value, 0.0, low_open=True, nullable=True,
+                require_number(f"model.{key}", value, 0.0, low_open=True, nullable=True,
                                example="1.0 (null: no clipping)")
 
     _check_trainer_values(_select(cfg, "trainer"))
@@ -318,7 +340,7 @@ def validate_config(cfg: DictConfig) -> None:
         if clip not in (None, 0, 0.0):
             raise ConfigError(
                 f"trainer.gradient_clip_val={clip} does not work for GANs (they optimise manually): use "
-                "module.grad_clip_d and/or module.grad_clip_g (gradient-norm clipping per network)."
+                "model.grad_clip_d and/or model.grad_clip_g (gradient-norm clipping per network)."
             )
         accumulate = trainer.get("accumulate_grad_batches")
         if accumulate not in (None, 1):

@@ -1,7 +1,7 @@
 """On resume, the optimizers run with the hyperparameters of the config given, not the checkpoint's.
 
 Lightning restores each optimizer's ``param_groups`` from the checkpoint, learning rate included, so a
-resumed run with ``optimizer.d.lr=1e-4`` kept training at the checkpoint's rate while its config (and
+resumed run with ``model.optimizer.d.lr=1e-4`` kept training at the checkpoint's rate while its config (and
 the checkpoints it wrote) said 1e-4. :func:`apply_configured_hyperparameters` runs when training starts,
 after the restore: it reads the hyperparameters the configured optimizer would be built with and puts
 them into the restored groups, keeping the optimizer's state (Adam's moments) as it is. With an LR
@@ -53,7 +53,7 @@ def apply_configured_hyperparameters(
 ) -> list[str]:
     """Make ``optimizer``'s groups use ``factory``'s hyperparameters; returns what changed, as text.
 
-    ``name`` is the config key of the optimizer (``optimizer.g``), used in messages.
+    ``name`` is the config key of the optimizer (``model.optimizer.g``), used in messages.
     """
     # Lightning wraps optimizers (LightningOptimizer); the groups live on the wrapped one.
     optimizer = getattr(optimizer, "optimizer", optimizer)

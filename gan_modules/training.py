@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +9,7 @@ import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from gan_modules.build import build_module, is_autoencoder, validate_setup
+from gan_modules.build import build_module, validate_setup
 from gan_modules.callbacks.run_config import RunConfigInCheckpoint
 from gan_modules.atomic_files import atomic_write_text
 from gan_modules.checkpoints import load_checkpoint
@@ -95,22 +94,6 @@ def finish_loggers(loggers: list[Any]) -> None:
                 log.warning("Could not finish the W&B run: %s", err)
 
 
-def warn_ignored_gan_overrides(cfg: DictConfig) -> None:
-    """An autoencoder trains with ``model.system``: say so when the command line set the GAN-only groups."""
-    from hydra.core.hydra_config import HydraConfig
-
-    if not is_autoencoder(cfg) or not HydraConfig.initialized():
-        return
-    ignored = [o for o in HydraConfig.get().overrides.task
-               if o.lstrip("+~").split("=", 1)[0].split(".")[0] in ("loss", "optimizer", "module", "scheduler")]
-    if ignored:
-        warnings.warn(
-            f"{', '.join(ignored)}: an autoencoder ignores the GAN groups loss, optimizer, module and scheduler; "
-            "set its training under model.system (e.g. model.system.optimizer.lr=3e-4).",
-            stacklevel=2,
-        )
-
-
 def is_global_rank_zero() -> bool:
     """Before the Trainer exists: whether this process is the first of a distributed run (or alone)."""
     from lightning_fabric.utilities.rank_zero import _get_rank
@@ -121,7 +104,6 @@ def is_global_rank_zero() -> bool:
 def train(cfg: DictConfig) -> dict[str, float]:
     """Train the configured GAN; returns the final logged metrics."""
     validate_config(cfg)  # config combinations that cannot work, before any data or network
-    warn_ignored_gan_overrides(cfg)
     output_dir = Path(cfg.paths.output_dir)
     first_rank = is_global_rank_zero()
     # Other ranks of a distributed run share rank 0's folder and its lock.

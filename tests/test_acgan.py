@@ -62,7 +62,7 @@ def test_bad_class_weights_and_backbones_are_refused():
 
 
 @pytest.mark.parametrize("classify_fakes, d_terms, loss", [
-    (False, 1, []), (True, 2, ["loss=hinge", "loss.r1_weight=1.0", "model.discriminator.backbone.norm=layer"])])
+    (False, 1, []), (True, 2, ["loss=hinge", "model.loss.r1_weight=1.0", "model.discriminator.backbone.norm=layer"])])
 def test_each_step_adds_the_class_term_with_the_batch_labels(classify_fakes, d_terms, loss, tmp_path, monkeypatch):
     calls: list[tuple[bool, torch.Tensor]] = []
 
@@ -80,7 +80,7 @@ def test_each_step_adds_the_class_term_with_the_batch_labels(classify_fakes, d_t
     monkeypatch.setattr(objectives, "auxiliary_class_loss", spy)
     monkeypatch.setattr(gan.GANModule, "training_step", record_batch)
     cfg = compose_train([*FAST, *TINY_DIGITS, *TINY_ACGAN, "debug=default", "max_generator_steps=2",
-                         f"loss.classify_fakes={classify_fakes}", *loss], tmp_path)
+                         f"model.loss.classify_fakes={classify_fakes}", *loss], tmp_path)
     metrics = train(cfg)
     assert metrics["generator_steps"] == 2
     for key in ("d_class_loss", "g_class_loss", "d_class_acc_real", *(["r1_penalty"] if loss else [])):
@@ -94,7 +94,7 @@ def test_each_step_adds_the_class_term_with_the_batch_labels(classify_fakes, d_t
 
 def test_classifying_replayed_fakes_is_refused_before_training(tmp_path):
     cfg = compose_train([*FAST, *TINY_DIGITS, *TINY_ACGAN, "debug=default", "max_generator_steps=2",
-                         "loss.classify_fakes=true", "callbacks=replay"], tmp_path)
+                         "model.loss.classify_fakes=true", "callbacks=replay"], tmp_path)
     with pytest.raises(ValueError, match="classify_fakes=false or callbacks.replay=null"):
         train(cfg)
     assert not (tmp_path / "checkpoints" / "last.ckpt").exists()

@@ -23,7 +23,7 @@ def test_docstring_table_matches_the_attribute_tuples():
     assert {n for n, kinds in documented.items() if kinds & {"AE", "VAE"}} == set(VAE_MODULE_ATTRIBUTES)
 
 
-@pytest.mark.parametrize("overrides", [[], ["model=cgan_mlp"], ["module.ema_decay=0.999"]],
+@pytest.mark.parametrize("overrides", [[], ["model=cgan_mlp"], ["model.ema_decay=0.999"]],
                          ids=["gan", "conditional", "ema"])
 def test_gan_module_has_the_contract_attributes(overrides):
     module = build_module(compose_train(TINY_DIGITS + overrides))

@@ -111,7 +111,7 @@ def cgan_run(tmp_path_factory) -> Path:
     """A tiny conditional DCGAN trained for 5 generator steps on the digits (with an EMA of G), scored
     by the quality callback on the way."""
     out = tmp_path_factory.mktemp("cgan")
-    cfg = compose_train([*FAST, *TINY_DIGITS, "debug=default", "model=cgan_dcgan", *TINY_CGAN, "module.ema_decay=0.9",
+    cfg = compose_train([*FAST, *TINY_DIGITS, "debug=default", "model=cgan_dcgan", *TINY_CGAN, "model.ema_decay=0.9",
                          "callbacks=quality", "callbacks.quality.every_n_steps=2", "callbacks.quality.num_samples=64",
                          "callbacks.quality.num_real=64"], out)
     metrics = train(cfg)
@@ -127,7 +127,7 @@ def test_conditional_training_writes_one_class_per_grid_column(cgan_run):
 
 @pytest.mark.parametrize("overrides", [
     ["model=cgan_mlp", "loss=wgan_gp", "model.generator.backbone.hidden=[32]", "model.discriminator.backbone.hidden=[32]"],
-    ["model=cgan_dcgan_projection", "loss=hinge", "loss.r1_weight=1.0", *TINY_CGAN],
+    ["model=cgan_dcgan_projection", "loss=hinge", "model.loss.r1_weight=1.0", *TINY_CGAN],
 ], ids=["mlp-gradient-penalty", "projection-r1"])
 def test_conditional_training_with_penalties_feeds_d_the_same_labels_for_real_and_fake(overrides, tmp_path,
                                                                                        monkeypatch):

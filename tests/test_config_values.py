@@ -24,9 +24,9 @@ TINY_MLP = ["model=mlp_small", "model.generator.hidden=[16]", "model.discriminat
 BAD_VALUES = [
     (["model.generator.z_dim=0"], "model.generator.z_dim=0", ">= 1"),
     (["model.generator.z_dim=abc"], "model.generator.z_dim=abc", "integer"),
-    (["module.n_critic=1.5"], "module.n_critic=1.5", "integer"),
-    (["module.n_critic=2.0"], "module.n_critic=2.0", "module.n_critic=2"),
-    (["module.n_critic=true"], "module.n_critic=true", "integer"),
+    (["model.n_critic=1.5"], "model.n_critic=1.5", "integer"),
+    (["model.n_critic=2.0"], "model.n_critic=2.0", "model.n_critic=2"),
+    (["model.n_critic=true"], "model.n_critic=true", "integer"),
     (["max_generator_steps=abc"], "max_generator_steps=abc", "integer"),
     (["max_generator_steps=0"], "max_generator_steps=0", ">= 1"),
     (["max_generator_steps=2.5"], "max_generator_steps=2.5", "integer"),
@@ -48,21 +48,21 @@ BAD_VALUES = [
     (["model=cgan_dcgan", "model.generator.backbone.z_dim=0"], "model.generator.backbone.z_dim=0", ">= 1"),
     (["model=vae", "model.network.z_dim=0"], "model.network.z_dim=0", ">= 1"),
     (["model=conv_ae", "model.network.channels=[16,0]"], "model.network.channels=[16, 0]", ">= 1"),
-    (["optimizer.g.lr=-1"], "optimizer.g.lr=-1", "> 0"),
-    (["optimizer.d.lr=0"], "optimizer.d.lr=0", "> 0"),
-    (["optimizer.d.lr=nan"], "optimizer.d.lr=nan", "finite"),
-    (["optimizer.g.lr=abc"], "optimizer.g.lr=abc", "number"),
-    (["optimizer.g.betas=[0.5,1.5]"], "optimizer.g.betas=[0.5, 1.5]", "[0, 1)"),
-    (["+optimizer.d.weight_decay=-0.1"], "optimizer.d.weight_decay=-0.1", ">= 0"),
-    (["optimizer=sgd", "optimizer.d.momentum=-0.5"], "optimizer.d.momentum=-0.5", ">= 0"),
-    (["optimizer=rmsprop", "optimizer.g.eps=-1"], "optimizer.g.eps=-1", ">= 0"),
-    (["model=stacked_ae", "model.system.optimizer.lr=0"], "model.system.optimizer.lr=0", "> 0"),
-    (["scheduler.g={_target_:torch.optim.lr_scheduler.StepLR,_partial_:true,step_size:0}"],
-     "scheduler.g.step_size=0", ">= 1"),
-    (["module.ema_decay=1.5"], "module.ema_decay=1.5", "(0, 1)"),
-    (["module.grad_clip_d=-1"], "module.grad_clip_d=-1", "> 0"),
-    (["loss.gp_weight=-1"], "loss.gp_weight=-1", ">= 0"),
-    (["loss.r1_weight=nan"], "loss.r1_weight=nan", "finite"),
+    (["model.optimizer.g.lr=-1"], "model.optimizer.g.lr=-1", "> 0"),
+    (["model.optimizer.d.lr=0"], "model.optimizer.d.lr=0", "> 0"),
+    (["model.optimizer.d.lr=nan"], "model.optimizer.d.lr=nan", "finite"),
+    (["model.optimizer.g.lr=abc"], "model.optimizer.g.lr=abc", "number"),
+    (["model.optimizer.g.betas=[0.5,1.5]"], "model.optimizer.g.betas=[0.5, 1.5]", "[0, 1)"),
+    (["+model.optimizer.d.weight_decay=-0.1"], "model.optimizer.d.weight_decay=-0.1", ">= 0"),
+    (["optimizer=sgd", "model.optimizer.d.momentum=-0.5"], "model.optimizer.d.momentum=-0.5", ">= 0"),
+    (["optimizer=rmsprop", "model.optimizer.g.eps=-1"], "model.optimizer.g.eps=-1", ">= 0"),
+    (["model=stacked_ae", "model.optimizer.lr=0"], "model.optimizer.lr=0", "> 0"),
+    (["model.scheduler.g={_target_:torch.optim.lr_scheduler.StepLR,_partial_:true,step_size:0}"],
+     "model.scheduler.g.step_size=0", ">= 1"),
+    (["model.ema_decay=1.5"], "model.ema_decay=1.5", "(0, 1)"),
+    (["model.grad_clip_d=-1"], "model.grad_clip_d=-1", "> 0"),
+    (["model.loss.gp_weight=-1"], "model.loss.gp_weight=-1", ">= 0"),
+    (["model.loss.r1_weight=nan"], "model.loss.r1_weight=nan", "finite"),
     (["trainer.fast_dev_run=-1"], "trainer.fast_dev_run=-1", "debug=fdr"),
     (["trainer.limit_train_batches=1.5"], "trainer.limit_train_batches=1.5", "[0.0, 1.0]"),
     (["trainer.enable_progress_bar=false"], "trainer.enable_progress_bar=false", "callbacks.progress_bar=null"),
@@ -79,7 +79,7 @@ def test_a_bad_value_is_a_config_error_naming_the_key(overrides, key, fix):
 
 
 @pytest.mark.parametrize("overrides", [
-    ["optimizer.g.lr=-1"], ["model.generator.z_dim=0"], ["max_generator_steps=abc"], ["dataset.batch_size=0"],
+    ["model.optimizer.g.lr=-1"], ["model.generator.z_dim=0"], ["max_generator_steps=abc"], ["dataset.batch_size=0"],
     ["dataset=image_folder", "dataset.root=null"],
 ])
 def test_train_stops_before_loading_data_or_writing_the_run_folder(tmp_path, monkeypatch, overrides):
@@ -104,7 +104,7 @@ def test_every_shipped_option_passes_the_value_checks():
 @pytest.mark.parametrize("value", ["2", "1.0"])
 def test_sizes_and_limits_that_are_fine_pass(value):
     validate_config(compose_train(["dataset=digits", f"trainer.limit_train_batches={value}",
-                                   "module.n_critic=2", "seed=0", "max_generator_steps=3"]))
+                                   "model.n_critic=2", "seed=0", "max_generator_steps=3"]))
 
 
 @pytest.mark.parametrize("build", [
@@ -156,7 +156,7 @@ def test_the_listed_trainer_flags_carry_lightnings_defaults():
 
 
 def test_fast_dev_run_trains_a_gan_end_to_end(tmp_path):
-    cfg = compose_train([*FAST, *TINY_DIGITS, *TINY_MLP, "trainer.fast_dev_run=true", "module.n_critic=2"], tmp_path)
+    cfg = compose_train([*FAST, *TINY_DIGITS, *TINY_MLP, "trainer.fast_dev_run=true", "model.n_critic=2"], tmp_path)
     metrics = train(cfg)
     assert metrics["generator_steps"] == 1.0 and torch.isfinite(torch.tensor(metrics["g_loss"]))
 
@@ -180,7 +180,7 @@ QUIET_BAR = ["trainer.accelerator=cpu", "trainer.enable_model_summary=false", "c
 @pytest.mark.parametrize("n_critic", [1, 3])
 def test_progress_bar_ends_at_the_number_of_generator_steps(tmp_path, monkeypatch, n_critic):
     seen = _bar_runs(monkeypatch)
-    cfg = compose_train([*QUIET_BAR, *TINY_DIGITS, *TINY_MLP, "max_generator_steps=7", f"module.n_critic={n_critic}",
+    cfg = compose_train([*QUIET_BAR, *TINY_DIGITS, *TINY_MLP, "max_generator_steps=7", f"model.n_critic={n_critic}",
                          "callbacks.samples=null", "callbacks.training_plots=null"], tmp_path)
     metrics = train(cfg)
     assert metrics["generator_steps"] == 7
@@ -190,13 +190,13 @@ def test_progress_bar_ends_at_the_number_of_generator_steps(tmp_path, monkeypatc
 def test_progress_bar_counts_batches_across_epochs_and_for_autoencoders(tmp_path, monkeypatch):
     seen = _bar_runs(monkeypatch)
     # Epochs: Lightning's own total (batches per epoch) is already generator steps.
-    train(compose_train([*QUIET_BAR, *TINY_DIGITS, *TINY_MLP, "module.n_critic=2", "trainer.max_epochs=2",
+    train(compose_train([*QUIET_BAR, *TINY_DIGITS, *TINY_MLP, "model.n_critic=2", "trainer.max_epochs=2",
                          "trainer.limit_train_batches=3", "trainer.limit_val_batches=0", "callbacks.samples=null",
                          "callbacks.training_plots=null"], tmp_path / "epochs"))
     assert seen == [(3, 3), (3, 3)]
     seen.clear()
     # max_generator_steps past one epoch: the second epoch's total is what is left (digits: 89 batches of 16).
-    train(compose_train([*QUIET_BAR, *TINY_DIGITS, *TINY_MLP, "max_generator_steps=95", "module.n_critic=2",
+    train(compose_train([*QUIET_BAR, *TINY_DIGITS, *TINY_MLP, "max_generator_steps=95", "model.n_critic=2",
                          "callbacks.samples=null", "callbacks.training_plots=null", "trainer.limit_val_batches=0"],
                         tmp_path / "two"))
     assert seen[-1] == (95 - seen[0][1], 95 - seen[0][1]) and seen[0][0] == seen[0][1]

@@ -37,36 +37,38 @@ def test_every_model_builds_and_fits_its_data(model, tmp_path):
 @pytest.mark.parametrize("loss", options("loss"))
 def test_every_loss_instantiates(loss, tmp_path):
     cfg = compose_train([f"loss={loss}", *TINY_DIGITS], tmp_path)
-    assert type(instantiate(cfg.loss)).__name__ == "GANLoss"
+    assert type(instantiate(cfg.model.loss)).__name__ == "GANLoss"
 
 
 def test_wgan_experiments_bring_their_paper_settings(tmp_path):
     wgan = compose_train(["experiment=wgan"], tmp_path)
-    assert wgan.loss.clip_value == 0.01 and wgan.module.n_critic == 5
-    assert wgan.optimizer.d._target_ == "torch.optim.RMSprop" and wgan.optimizer.d.lr == 5e-5
+    assert wgan.model.loss.clip_value == 0.01 and wgan.model.n_critic == 5
+    assert wgan.model.optimizer.d._target_ == "torch.optim.RMSprop" and wgan.model.optimizer.d.lr == 5e-5
     gp = compose_train(["experiment=wgan_gp"], tmp_path)
-    assert gp.loss.gp_weight == 10 and gp.module.n_critic == 5 and list(gp.optimizer.g.betas) == [0.0, 0.9]
+    assert gp.model.loss.gp_weight == 10 and gp.model.n_critic == 5 and list(gp.model.optimizer.g.betas) == [0.0, 0.9]
     # a later command-line choice still wins
-    assert compose_train(["experiment=wgan", "module.n_critic=2"], tmp_path).module.n_critic == 2
+    assert compose_train(["experiment=wgan", "model.n_critic=2"], tmp_path).model.n_critic == 2
 
 
 @pytest.mark.parametrize("loss", options("loss"))
 def test_a_loss_file_selects_a_loss_and_nothing_else(loss, tmp_path):
     default, chosen = compose_train([], tmp_path), compose_train([f"loss={loss}"], tmp_path)
-    assert chosen.optimizer == default.optimizer and chosen.module == default.module
-    assert set(chosen.loss) == set(default.loss)  # no new keys: the regularisers are shared
-    assert OmegaConf.select(chosen, "scheduler") == OmegaConf.select(default, "scheduler")
+    def without_loss(cfg):
+        return {k: v for k, v in OmegaConf.to_container(cfg.model).items() if k != "loss"}
+
+    assert without_loss(chosen) == without_loss(default)  # optimizer, n_critic, schedulers: untouched
+    assert set(chosen.model.loss) == set(default.model.loss)  # no new keys: the regularisers are shared
 
 
 @pytest.mark.parametrize("optimizer", options("optimizer"))
 def test_every_optimizer_instantiates_for_both_networks(optimizer, tmp_path):
     cfg = compose_train([f"optimizer={optimizer}", *TINY_DIGITS], tmp_path)
     opt_g, opt_d = build_module(cfg).configure_optimizers()
-    assert type(opt_g).__name__ == type(opt_d).__name__ == instantiate(cfg.optimizer.g).func.__name__
+    assert type(opt_g).__name__ == type(opt_d).__name__ == instantiate(cfg.model.optimizer.g).func.__name__
 
 
 def test_rmsprop_uses_keras_defaults(tmp_path):
-    opt = compose_train(["optimizer=rmsprop"], tmp_path).optimizer.d
+    opt = compose_train(["optimizer=rmsprop"], tmp_path).model.optimizer.d
     assert (opt.lr, opt.alpha, opt.eps) == (1e-3, 0.9, 1e-7)
 
 
@@ -131,8 +133,8 @@ def test_experiments_and_debug_configs_compose(option, tmp_path):
 def test_seed_dcgan_experiment_is_the_seed_recipe(tmp_path):
     cfg = compose_train(["experiment=seed_fashion_dcgan"], tmp_path)
     assert cfg.model.generator._target_.endswith("SeedDCGANGenerator")
-    assert cfg.optimizer.g._target_ == cfg.optimizer.d._target_ == "torch.optim.RMSprop"
-    assert cfg.dataset.batch_size == 32 and cfg.loss.kind == "non_saturating" and cfg.trainer.max_epochs == 1
+    assert cfg.model.optimizer.g._target_ == cfg.model.optimizer.d._target_ == "torch.optim.RMSprop"
+    assert cfg.dataset.batch_size == 32 and cfg.model.loss.kind == "non_saturating" and cfg.trainer.max_epochs == 1
 
 
 def test_unknown_options_fail_at_compose_time_naming_the_key(tmp_path):
@@ -152,3 +154,14 @@ def test_size_and_range_mismatches_are_startup_errors(tmp_path):
     cfg = compose_train(["model=mlp_gan", "dataset.value_range=[-1.0,1.0]"], tmp_path)
     with pytest.raises(ValueError, match="output range"):
         validate_setup(build_module(cfg), instantiate(cfg.dataset))
+
+
+@pytest.mark.parametrize("override, fixed", [("module.n_critic=5", "model.n_critic=5"),
+                                             ("optimizer.d.lr=1e-4", "model.optimizer.d.lr=1e-4"),
+                                             ("loss.r1_weight=5", "model.loss.r1_weight=5"),
+                                             ("model.system.kl_weight=0.5", "model.kl_weight=0.5")])
+def test_a_key_that_moved_into_the_model_node_is_named_with_its_new_path(override, fixed):
+    from gan_modules.config import moved_key_message
+
+    assert f"write {fixed}." in moved_key_message(["model=dcgan", override])
+    assert moved_key_message(["optimizer=ttur", "loss=hinge", fixed, "model.optimizer.g.lr=1e-3"]) is None

@@ -86,7 +86,7 @@ def test_quality_callback_logs_scores_and_keeps_best_checkpoint(tmp_path):
 
 
 def test_ema_generator_follows_the_average_and_is_what_sampling_uses(tmp_path):
-    cfg = compose_train([*FAST, *TINY_DIGITS, "debug=default", "module.ema_decay=0.9", "model=mlp_small"], tmp_path)
+    cfg = compose_train([*FAST, *TINY_DIGITS, "debug=default", "model.ema_decay=0.9", "model=mlp_small"], tmp_path)
     from gan_modules.build import build_module
 
     module = build_module(cfg)

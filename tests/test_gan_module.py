@@ -17,8 +17,7 @@ def make_module(kind="non_saturating", n_critic=1, **loss_kwargs) -> GANModule:
         generator=MLPGenerator((6,), z_dim=4, hidden=[16], batch_norm=True, output_activation="tanh"),
         discriminator=MLPDiscriminator((6,), hidden=[16]),
         loss=GANLoss(kind, **loss_kwargs),
-        optimizer_g=partial(torch.optim.Adam, lr=1e-2),
-        optimizer_d=partial(torch.optim.Adam, lr=1e-2),
+        optimizer={"g": partial(torch.optim.Adam, lr=1e-2), "d": partial(torch.optim.Adam, lr=1e-2)},
         n_critic=n_critic,
     )
 

@@ -34,7 +34,7 @@ RUNS: dict[str, list[str]] = {
     "default": [],
     "wgan_gp_layer_norm": ["experiment=wgan_gp", "model.discriminator.norm=layer"],
     "acgan": ["model=cgan_dcgan_acgan"],
-    "projection_hinge_r1": ["model=cgan_dcgan_projection", "loss=hinge", "loss.r1_weight=5"],
+    "projection_hinge_r1": ["model=cgan_dcgan_projection", "loss=hinge", "model.loss.r1_weight=5"],
     "replay": ["callbacks=replay"],
     "stylegan_tiny": ["experiment=stylegan_fashion32", "model.generator.mapping_layers=2",
                       "callbacks.progressive.fade_in_images=64", "callbacks.progressive.stabilize_images=64",

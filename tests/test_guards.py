@@ -51,7 +51,7 @@ def test_nan_stops_with_message_and_last_ckpt_keeps_the_last_good_state(tmp_path
         train(cfg)
     message = str(info.value)
     assert f"generator step {STEPS_PER_EPOCH + 5}" in message and "d_loss=nan" in message
-    assert "learning rate" in message and "optimizer.d.lr=0.001" in message and "bf16" in message
+    assert "learning rate" in message and "model.optimizer.d.lr=0.001" in message and "bf16" in message
     assert "last.ckpt" in message and "callbacks.guards.on_nan=skip" in message
     last = tmp_path / "checkpoints" / "last.ckpt"
     checkpoint = torch.load(last, weights_only=False)
@@ -61,11 +61,11 @@ def test_nan_stops_with_message_and_last_ckpt_keeps_the_last_good_state(tmp_path
 
 
 def test_huge_learning_rate_stops_before_any_bad_checkpoint(tmp_path):
-    cfg = compose_train(SMALL + ["optimizer.d.lr=1e30", "optimizer.g.lr=1e30", "max_generator_steps=50"], tmp_path)
+    cfg = compose_train(SMALL + ["model.optimizer.d.lr=1e30", "model.optimizer.g.lr=1e30", "max_generator_steps=50"], tmp_path)
     with pytest.raises(NonFiniteTrainingError) as info:
         train(cfg)
     message = str(info.value)
-    assert "Training stopped at generator step" in message and "optimizer.d.lr=1e+30" in message
+    assert "Training stopped at generator step" in message and "model.optimizer.d.lr=1e+30" in message
     assert "No checkpoint had been written yet" in message
     assert not list(tmp_path.glob("checkpoints/*.ckpt"))
 
@@ -82,7 +82,7 @@ def test_skip_restores_the_step_and_training_goes_on(tmp_path):
 
 
 def test_skip_gives_up_after_max_skips(tmp_path):
-    cfg = compose_train(SMALL + ["optimizer.d.lr=1e30", "optimizer.g.lr=1e30", "max_generator_steps=20",
+    cfg = compose_train(SMALL + ["model.optimizer.d.lr=1e30", "model.optimizer.g.lr=1e30", "max_generator_steps=20",
                                  "callbacks.guards.on_nan=skip", "callbacks.guards.max_skips=2"], tmp_path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", TrainingHealthWarning)

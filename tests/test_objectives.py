@@ -82,7 +82,7 @@ def test_bad_term_settings_are_refused(bad, match):
 
 
 def test_loss_terms_refuse_what_is_not_a_term():
-    with pytest.raises(TypeError, match="loss.terms takes Term objects"):
+    with pytest.raises(TypeError, match="model.loss.terms takes Term objects"):
         GANLoss(terms=[torch.nn.Linear(1, 1)])
 
 
@@ -99,8 +99,8 @@ def test_lazy_r1_schedule_counts_discriminator_steps_in_training(n_critic, inter
     monkeypatch.setattr(objectives, "r1_penalty", counting_r1)
     steps = 6
     cfg = compose_train([*FAST, "model=mlp_toy", "dataset=toy2d_ring", "dataset.batch_size=16", "callbacks.samples=null", "callbacks.training_plots=null",
-                         f"max_generator_steps={steps}", f"module.n_critic={n_critic}", "loss.r1_weight=1.0",
-                         f"loss.r1_interval={interval}"], tmp_path)
+                         f"max_generator_steps={steps}", f"model.n_critic={n_critic}", "model.loss.r1_weight=1.0",
+                         f"model.loss.r1_interval={interval}"], tmp_path)
     metrics = train(cfg)
     assert metrics["generator_steps"] == steps
     d_steps = steps * n_critic
@@ -110,7 +110,7 @@ def test_lazy_r1_schedule_counts_discriminator_steps_in_training(n_critic, inter
 def test_a_config_term_trains_end_to_end(tmp_path):
     term = "{_target_: tests.test_objectives.MeanFakeScore, weight: 0.1}"
     cfg = compose_train([*FAST, "model=mlp_toy", "dataset=toy2d_ring", "dataset.batch_size=16", "callbacks.samples=null", "callbacks.training_plots=null",
-                         "max_generator_steps=3", f"loss.terms=[{term}]", "trainer.log_every_n_steps=1"], tmp_path)
+                         "max_generator_steps=3", f"model.loss.terms=[{term}]", "trainer.log_every_n_steps=1"], tmp_path)
     metrics = train(cfg)
     assert "mean_fake_score" in metrics and torch.isfinite(torch.tensor(metrics["mean_fake_score"]))
 
@@ -118,5 +118,5 @@ def test_a_config_term_trains_end_to_end(tmp_path):
 def test_bad_r1_interval_is_a_config_error(tmp_path):
     from gan_modules.preflight import ConfigError, validate_config
 
-    with pytest.raises(ConfigError, match="loss.r1_interval"):
-        validate_config(compose_train(["loss.r1_interval=0"], tmp_path))
+    with pytest.raises(ConfigError, match="model.loss.r1_interval"):
+        validate_config(compose_train(["model.loss.r1_interval=0"], tmp_path))

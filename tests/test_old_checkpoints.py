@@ -20,7 +20,7 @@ TODAY = {
                          "model.discriminator.backbone.base_channels=8", "model.generator.backbone.z_dim=8"],
     "vae": ["model=vae", "model.network.hidden=[16]"],
     "wgan_gp": ["model=dcgan", "experiment=wgan_gp", "model.discriminator.norm=layer", "model.generator.base_channels=8",
-                "model.discriminator.base_channels=8", "model.generator.z_dim=8", "module.ema_decay=0.99"],
+                "model.discriminator.base_channels=8", "model.generator.z_dim=8", "model.ema_decay=0.99"],
 }
 
 

@@ -77,7 +77,7 @@ def test_progressive_callback_needs_growing_networks_and_loader_reloads(tmp_path
 def test_resume_in_the_middle_of_a_fade_in_continues_exactly(tmp_path):
     # 704 images at 4x4, then 8x8 fades in over 1,408 and stabilises for 704: 88 steps in two epochs.
     # The first epoch ends halfway through the fade-in (alpha 0.5).
-    args = [*RUN, "model=stylegan", *TINY, *STYLE, "loss.r1_weight=1.0", "module.ema_decay=0.9",
+    args = [*RUN, "model=stylegan", *TINY, *STYLE, "model.loss.r1_weight=1.0", "model.ema_decay=0.9",
             "callbacks.progressive.stabilize_images=704", "callbacks.progressive.fade_in_images=1408"]
     train(compose_train([*args, "max_generator_steps=44"], tmp_path / "stopped"))
     stopped = torch.load(tmp_path / "stopped" / "checkpoints" / "last.ckpt", weights_only=True)

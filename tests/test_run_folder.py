@@ -112,17 +112,17 @@ def test_a_resumed_run_appends_to_metrics_csv(tmp_path):
 # --- the config given on resume is what runs ------------------------------------------------------
 def test_a_changed_learning_rate_applies_on_resume(tmp_path):
     run(tmp_path, "max_generator_steps=2")
-    run(tmp_path, "max_generator_steps=4", "ckpt_path=auto", "optimizer.d.lr=1e-5", "optimizer.g.betas=[0.0,0.9]")
+    run(tmp_path, "max_generator_steps=4", "ckpt_path=auto", "model.optimizer.d.lr=1e-5", "model.optimizer.g.betas=[0.0,0.9]")
     state = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     g_group, d_group = (s["param_groups"][0] for s in state["optimizer_states"])
     assert d_group["lr"] == pytest.approx(1e-5)
     assert tuple(g_group["betas"]) == (0.0, 0.9)
-    assert state["run_config"]["optimizer"]["d"]["lr"] == pytest.approx(1e-5)
+    assert state["run_config"]["model"]["optimizer"]["d"]["lr"] == pytest.approx(1e-5)
 
 
 def test_another_optimizer_on_resume_is_refused(tmp_path):
     run(tmp_path, "max_generator_steps=2")
-    with pytest.raises(ResumeConfigError, match="optimizer.g builds RMSprop"):
+    with pytest.raises(ResumeConfigError, match="model.optimizer.g builds RMSprop"):
         run(tmp_path, "max_generator_steps=3", "ckpt_path=auto", "optimizer=rmsprop")
 
 
@@ -133,7 +133,7 @@ def test_a_new_learning_rate_under_a_scheduler_rescales_the_schedule():
     optimizer.step()
     scheduler.step()  # the schedule has halved the rate
     changes = apply_configured_hyperparameters(
-        "optimizer.g", lambda params: torch.optim.Adam(params, lr=4e-3), optimizer, scheduler)
+        "model.optimizer.g", lambda params: torch.optim.Adam(params, lr=4e-3), optimizer, scheduler)
     assert optimizer.param_groups[0]["lr"] == pytest.approx(2e-3)
     assert scheduler.base_lrs == [4e-3] and len(changes) == 1
     scheduler.step()
@@ -142,7 +142,7 @@ def test_a_new_learning_rate_under_a_scheduler_rescales_the_schedule():
 
 def test_switching_the_ema_on_at_resume_starts_it_from_the_generator(tmp_path):
     run(tmp_path, "max_generator_steps=2")
-    run(tmp_path, "max_generator_steps=3", "ckpt_path=auto", "module.ema_decay=0.9")
+    run(tmp_path, "max_generator_steps=3", "ckpt_path=auto", "model.ema_decay=0.9")
     state = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     assert any(k.startswith("generator_ema.") for k in state)
 

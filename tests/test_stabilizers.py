@@ -68,8 +68,7 @@ def make_module(n_critic: int = 1, **loss_kwargs) -> GANModule:
         generator=MLPGenerator((6,), z_dim=4, hidden=[16], output_activation="tanh"),
         discriminator=MLPDiscriminator((6,), hidden=[16]),
         loss=GANLoss("non_saturating", **loss_kwargs),
-        optimizer_g=partial(torch.optim.Adam, lr=1e-2),
-        optimizer_d=partial(torch.optim.Adam, lr=1e-2),
+        optimizer={"g": partial(torch.optim.Adam, lr=1e-2), "d": partial(torch.optim.Adam, lr=1e-2)},
         n_critic=n_critic,
     )
 
@@ -207,9 +206,9 @@ def test_replay_buffer_is_saved_in_and_restored_from_checkpoints(tmp_path, monke
 # --- configs ---------------------------------------------------------------------------------
 def test_ttur_and_wgan_optimizers_compose_with_any_loss(tmp_path):
     cfg = compose_train(["optimizer=ttur", "loss=wgan_gp"], tmp_path)  # a later optimizer choice wins whole
-    assert (cfg.optimizer.d.lr, cfg.optimizer.g.lr) == (4e-4, 1e-4)
-    assert list(cfg.optimizer.d.betas) == list(cfg.optimizer.g.betas) == [0.0, 0.9]
-    rms = compose_train(["loss=wgan_gp", "optimizer=rmsprop"], tmp_path).optimizer.d
+    assert (cfg.model.optimizer.d.lr, cfg.model.optimizer.g.lr) == (4e-4, 1e-4)
+    assert list(cfg.model.optimizer.d.betas) == list(cfg.model.optimizer.g.betas) == [0.0, 0.9]
+    rms = compose_train(["loss=wgan_gp", "optimizer=rmsprop"], tmp_path).model.optimizer.d
     assert "betas" not in rms  # no Adam leftovers from the loss's own optimizer
 
 
@@ -222,8 +221,8 @@ MBD = "model.discriminator.minibatch_discrimination={num_kernels:8,kernel_dim:3}
     ["model.discriminator.spectral_norm=true", "model.discriminator.norm=none"],
     ["model=mlp_small", MBD, "model.discriminator.minibatch_stddev=true", "model.discriminator.spectral_norm=true"],
     ["model=dcgan_seed", "dataset.image_size=8", MBD, "model.discriminator.minibatch_stddev=true"],
-    ["loss.r1_weight=5.0"],
-    ["loss=wgan_gp", "loss.r1_weight=1.0", "model.discriminator.norm=layer", "max_generator_steps=2"],
+    ["model.loss.r1_weight=5.0"],
+    ["loss=wgan_gp", "model.loss.r1_weight=1.0", "model.discriminator.norm=layer", "max_generator_steps=2"],
     ["optimizer=ttur", "loss=hinge"],
     ["callbacks=replay", *QUIET, "callbacks.replay.fraction=0.5"],
     ["experiment=sn_hinge_ttur"],

@@ -27,13 +27,13 @@ def test_two_trial_optuna_sweep_on_the_local_parallel_launcher(tmp_path):
     assert jobs == ["0", "1"]
     results = yaml.safe_load((tmp_path / "optimization_results.yaml").read_text())
     # dataset.batch_size=16 on the command line pins that search dimension; the learning rates are searched
-    assert set(results["best_params"]) == {"optimizer.g.lr", "optimizer.d.lr"}
+    assert set(results["best_params"]) == {"model.optimizer.g.lr", "model.optimizer.d.lr"}
     # the best value is the final g_loss of the job that ran the best parameters
     best = None
     for job in jobs:
         config = yaml.safe_load((tmp_path / job / "config.yaml").read_text())
         assert config["optimized_metric"] == "g_loss" and (tmp_path / job / "checkpoints" / "last.ckpt").is_file()
-        if config["optimizer"]["g"]["lr"] == results["best_params"]["optimizer.g.lr"]:
+        if config["model"]["optimizer"]["g"]["lr"] == results["best_params"]["model.optimizer.g.lr"]:
             best = job
     assert best is not None
     rows = (tmp_path / best / "csv" / "metrics.csv").read_text().splitlines()

@@ -19,15 +19,15 @@ def test_a_mistyped_key_on_the_command_line_stops_at_once_naming_it():
 
 
 def test_n_critic_below_one_fails_before_training(tmp_path):
-    cfg = compose_train(["dataset=digits", "module.n_critic=0"], tmp_path)
-    with pytest.raises(ConfigError, match=r"module\.n_critic=0: must be an integer >= 1"):
+    cfg = compose_train(["dataset=digits", "model.n_critic=0"], tmp_path)
+    with pytest.raises(ConfigError, match=r"model\.n_critic=0: must be an integer >= 1"):
         train(cfg)
     assert not (tmp_path / "config.yaml").exists()
 
 
 @pytest.mark.parametrize("overrides, match", [
     (["max_generator_steps=10", "+trainer.max_steps=30"], "Give one"),
-    (["+trainer.gradient_clip_val=1.0"], "module.grad_clip_d"),
+    (["+trainer.gradient_clip_val=1.0"], "model.grad_clip_d"),
     (["+trainer.accumulate_grad_batches=4"], "dataset.batch_size"),
     (["trainer.strategy=ddp", "trainer.devices=2"], "trainer=ddp"),
     (["trainer.devices=4"], "trainer=ddp"),  # strategy auto on several devices picks plain DDP

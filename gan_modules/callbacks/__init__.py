@@ -47,7 +47,7 @@ attribute                       kinds     meaning; who sets it, who reads it
                                           schedule, and reads its ``stage`` and ``alpha``.
 ``discriminator``               GAN       The trained discriminator; ProgressiveGrowing grows it with G.
 ``generator_ema``               GAN       The moving average of the generator, or None without
-                                          ``module.ema_decay``; ProgressiveGrowing grows it with G when set.
+                                          ``model.ema_decay``; ProgressiveGrowing grows it with G when set.
 ``loss``                        GAN       The GAN objective. NonFiniteGuard and CollapseWatch read its
                                           ``kind`` (and ``gp_weight``, ``clip_value``) with ``getattr`` to
                                           word their advice and to skip g_loss checks for unbounded losses.

@@ -96,14 +96,14 @@ def likely_causes(trainer: pl.Trainer | None, pl_module: pl.LightningModule) -> 
     lrs = []
     if trainer is not None:
         for name, opt in zip(("g", "d"), trainer.optimizers):
-            lrs.append(f"optimizer.{name}.lr={opt.param_groups[0]['lr']:g}")
+            lrs.append(f"model.optimizer.{name}.lr={opt.param_groups[0]['lr']:g}")
     hints.append("the learning rate is too high" + (f" ({', '.join(lrs)}): try 2-10x lower" if lrs else ""))
     loss = getattr(pl_module, "loss", None)
     if getattr(loss, "kind", None) == "wasserstein" and not getattr(loss, "gp_weight", 0) and getattr(loss, "clip_value", None) is None:
         hints.append("a Wasserstein critic without gradient penalty or weight clipping is unbounded: use "
-                     "loss=wgan_gp (or loss.clip_value / module.grad_clip_d)")
+                     "loss=wgan_gp (or model.loss.clip_value / model.grad_clip_d)")
     else:
-        hints.append("no gradient clipping: try module.grad_clip_d=1.0 module.grad_clip_g=1.0, or a gradient "
+        hints.append("no gradient clipping: try model.grad_clip_d=1.0 model.grad_clip_g=1.0, or a gradient "
                      "penalty (loss=wgan_gp)")
     precision = str(getattr(trainer, "precision", "")) if trainer is not None else ""
     if "16" in precision and "bf16" not in precision:
@@ -314,12 +314,12 @@ class CollapseWatch(pl.Callback):
             return (f"Discriminator collapse watch: D has been right on more than {self.d_acc_threshold:.0%} of real "
                     f"and fake samples for {self.patience} generator steps ({span}; mean d_acc_real={real:.3f}, "
                     f"d_acc_fake={fake:.3f}, g_loss={g_mean:.3g}). G's gradient is vanishing and samples tend to "
-                    "collapse: try a lower optimizer.d.lr, fewer critic steps (module.n_critic), a gradient "
+                    "collapse: try a lower model.optimizer.d.lr, fewer critic steps (model.n_critic), a gradient "
                     "penalty (loss=wgan_gp) or another loss (loss=hinge).")
         if key == "g_loss_high":
             return (f"Divergence watch: g_loss has stayed above {self.g_loss_max:g} for {self.patience} generator steps "
                     f"({span}; mean {g_mean:.3g}). D rejects every fake: lower the learning rates or restart from an "
-                    "earlier checkpoint with clipping (module.grad_clip_d).")
+                    "earlier checkpoint with clipping (model.grad_clip_d).")
         return (f"Divergence watch: g_loss has stayed above {self.g_loss_growth:g}x its early level "
                 f"({self.g_loss_reference:.3g}) for {self.patience} generator steps ({span}; mean {g_mean:.3g}): "
                 "training is diverging; lower the learning rates or add clipping / a gradient penalty.")
