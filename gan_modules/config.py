@@ -28,10 +28,12 @@ def compose_config(overrides: list[str], config_name: str = "train") -> DictConf
         return compose(config_name=config_name, overrides=overrides)
 
 
-# Keys that moved into the ``model`` node when it became the whole training system (issue 16):
-# the old path's first part(s) and the new prefix.
+# Keys that moved into the ``model`` node when it became the whole training system, and AC-GAN's
+# class-term settings, which moved from the network to the loss: the old path's beginning and the new one.
 MOVED_KEYS = (("module.", "model."), ("optimizer.", "model.optimizer."), ("loss.", "model.loss."),
-              ("scheduler.", "model.scheduler."), ("model.system.", "model."))
+              ("scheduler.", "model.scheduler."), ("model.system.", "model."),
+              ("model.discriminator.class_weight", "model.loss.class_weight"),
+              ("model.discriminator.classify_fakes", "model.loss.classify_fakes"))
 
 
 def moved_key_message(overrides: list[str]) -> str | None:
@@ -44,6 +46,6 @@ def moved_key_message(overrides: list[str]) -> str | None:
         for old, new in MOVED_KEYS:
             if key.startswith(old):
                 fixed = override.replace(old, new, 1)
-                return (f"{override}: the training settings live in the model node now (one node per training "
-                        f"system: networks, optimizers, loss, settings); write {fixed}.")
+                return (f"{override}: this setting has moved (the model node holds the whole training system: "
+                        f"networks, optimizers, loss and its terms, settings); write {fixed}.")
     return None
