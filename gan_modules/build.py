@@ -102,10 +102,16 @@ def validate_setup(module: GANModule | AutoencoderModule, datamodule: Any) -> No
             "range (tanh -> [-1, 1], sigmoid -> [0, 1]) or change model.generator.output_activation."
         )
     with eval_mode(discriminator), torch.no_grad():
-        logits = call_discriminator(discriminator, sample, labels).logits
+        judged = call_discriminator(discriminator, sample, labels)
+    logits = judged.logits
     if logits.shape != (2,):
         raise ValueError(
             f"The discriminator must return one logit per sample (shape [batch]); it returned {list(logits.shape)}."
+        )
+    if judged.class_logits is None and (module.loss.classify_fakes or module.loss.class_weight != 1.0):
+        raise ValueError(
+            "model.loss.class_weight and model.loss.classify_fakes weigh an AC-GAN's class term, but this "
+            "discriminator has no class head: leave them at their defaults, or use model=cgan_dcgan_acgan."
         )
     if module.loss.uses_input_gradient and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in discriminator.modules()):
         warnings.warn(

@@ -276,7 +276,7 @@ class GANLoss:
         self.kind = kind
         self.gp_weight, self.r1_weight, self.drift_weight = float(gp_weight), float(r1_weight), float(drift_weight)
         self.clip_value = clip_value
-        self.classify_fakes = bool(classify_fakes)
+        self.class_weight, self.classify_fakes = float(class_weight), bool(classify_fakes)
         # The order of the terms is the order of the sum, kept as it was before the terms existed.
         d_terms: list[Term] = [DiscriminatorClassTerm(class_weight, classify_fakes)]
         if gp_weight > 0:

@@ -286,6 +286,9 @@ def check_values(cfg: DictConfig) -> None:
         value = _select(cfg, "model.loss.r1_interval")
         if value is not _ABSENT:
             require_integer("model.loss.r1_interval", value, 1)
+            if value != 1 and _select(cfg, "model.loss.r1_weight") in (0, 0.0):
+                raise ConfigError(f"model.loss.r1_interval={value} applies R1 lazily, but model.loss.r1_weight is 0 "
+                                  "(no R1): set a weight, e.g. model.loss.r1_weight=5.")
         value = _select(cfg, "model.loss.clip_value")
         if value is not _ABSENT:
             require_number("model.loss.clip_value", value, 0.0, low_open=True, nullable=True, example="0.01")
