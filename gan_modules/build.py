@@ -108,6 +108,8 @@ def validate_setup(module: GANModule | AutoencoderModule, datamodule: Any) -> No
         raise ValueError(
             f"The discriminator must return one logit per sample (shape [batch]); it returned {list(logits.shape)}."
         )
+    if module.loss.augment is not None:
+        module.loss.augment.check_data(data_shape)
     if judged.class_logits is None and (module.loss.classify_fakes or module.loss.class_weight != 1.0):
         raise ValueError(
             "model.loss.class_weight and model.loss.classify_fakes weigh an AC-GAN's class term, but this "

@@ -196,6 +196,14 @@ class GANModule(pl.LightningModule):
             for key in [k for k in state if k.startswith("generator_ema.")]:
                 del state[key]
             log.info("model.ema_decay is null: the checkpoint's EMA generator is dropped.")
+        # The loss's state (e.g. an adaptive augmentation's probability) follows the config: what the
+        # checkpoint lacks starts fresh, what this loss does not have is dropped.
+        current = {k: v for k, v in self.state_dict().items() if k.startswith("loss.")}
+        for key in [k for k in state if k.startswith("loss.") and k not in current]:
+            del state[key]
+        for key in current.keys() - state.keys():
+            state[key] = current[key].clone()
+            log.info("The checkpoint has no %s: it starts from its initial value.", key)
 
     def on_fit_start(self) -> None:
         if self.fake_hooks and self.loss.classify_fakes:

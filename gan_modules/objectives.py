@@ -24,6 +24,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
+from gan_modules.augment import Augmentation
 from gan_modules.losses import LOSSES, auxiliary_class_loss, drift_penalty, gradient_penalty, r1_penalty
 from gan_modules.nets.common import DiscriminatorOutput
 from gan_modules.nets.conditional import call_discriminator, call_generator
@@ -46,14 +47,25 @@ class Pass:
     labels: Tensor | None = None
     real: Tensor | None = None
     real_out: DiscriminatorOutput | None = None
+    augment: Augmentation | None = None
+    # The generator phase's generator and noise, for terms that run G again (path length).
+    generator: nn.Module | None = None
+    z: Tensor | None = None
 
     def critic(self, x: Tensor) -> Tensor:
-        """D's logits as a function of its input alone (labels bound), for the input-gradient penalties."""
-        return call_discriminator(self.discriminator, x, self.labels).logits
+        """D's logits as a function of its input alone (labels bound, augmentation applied), for the
+        input-gradient penalties: they differentiate through the augmentation to the clean input."""
+        return judge(self.discriminator, x, self.labels, self.augment).logits
 
 
-class Term:
-    """A weighted regulariser of one phase.
+def judge(discriminator: nn.Module, x: Tensor, labels: Tensor | None, augment: Augmentation | None) -> DiscriminatorOutput:
+    """D's output on ``x`` as the objective shows it to D: augmented first when there is an augmentation."""
+    return call_discriminator(discriminator, x if augment is None else augment(x), labels)
+
+
+class Term(nn.Module):
+    """A weighted regulariser of one phase (a module, so that state such as a running mean is kept in
+    buffers and saved in checkpoints).
 
     Args:
         weight: multiplies ``value``; a term of weight 0 is not built (``GANLoss`` leaves it out).
@@ -71,6 +83,7 @@ class Term:
     uses_input_gradient: bool = False
 
     def __init__(self, weight: float, interval: int = 1) -> None:
+        super().__init__()
         if isinstance(weight, bool) or not float(weight) >= 0:
             raise ValueError(f"{type(self).__name__}: the weight must be a number >= 0, got {weight!r}.")
         if isinstance(interval, bool) or not hasattr(interval, "__index__") or int(interval) < 1:
@@ -93,8 +106,8 @@ class Term:
         """What the term reports when it is applied (detached)."""
         return {self.name: value.detach()}
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(weight={self.weight:g}, interval={self.interval})"
+    def extra_repr(self) -> str:
+        return f"weight={self.weight:g}, interval={self.interval}"
 
 
 class GradientPenalty(Term):
@@ -185,20 +198,23 @@ def add_terms(total: Tensor, terms: Sequence[Term], p: Pass, step: int) -> tuple
 class DiscriminatorObjective:
     """D's adversarial loss on a real and a fake batch, plus its terms, plus what D says about both."""
 
-    def __init__(self, kind: str, terms: Sequence[Term]) -> None:
+    def __init__(self, kind: str, terms: Sequence[Term], augment: Augmentation | None = None) -> None:
         self.pair = LOSSES[kind]
-        self.terms = list(terms)
+        self.terms, self.augment = terms, augment
 
     def __call__(self, discriminator: nn.Module, real: Tensor, fake: Tensor, labels: Tensor | None,
                  step: int) -> tuple[Tensor, dict[str, Tensor]]:
         # Real and fake go through D separately: one mixed batch would let BatchNorm in D tell them
         # apart from the batch statistics alone.
-        real_out = call_discriminator(discriminator, real, labels)
-        fake_out = call_discriminator(discriminator, fake, labels)
+        real_out = judge(discriminator, real, labels, self.augment)
+        fake_out = judge(discriminator, fake, labels, self.augment)
         d_loss = self.pair.d_loss(real_out.logits, fake_out.logits)
-        p = Pass(discriminator, fake, fake_out, labels, real, real_out)
+        p = Pass(discriminator, fake, fake_out, labels, real, real_out, self.augment)
         total, stats = add_terms(d_loss, self.terms, p, step)
         stats.update(self.output_statistics(real_out.logits.detach(), fake_out.logits.detach()))
+        if self.augment is not None:
+            self.augment.observe(real_out.logits.detach(), step)
+            stats.update(self.augment.statistics())
         stats["d_loss"] = d_loss.detach()
         return total, stats
 
@@ -217,22 +233,24 @@ class DiscriminatorObjective:
 class GeneratorObjective:
     """G's adversarial loss on fresh fakes, plus its terms."""
 
-    def __init__(self, kind: str, terms: Sequence[Term]) -> None:
+    def __init__(self, kind: str, terms: Sequence[Term], augment: Augmentation | None = None) -> None:
         self.pair = LOSSES[kind]
-        self.terms = list(terms)
+        self.terms, self.augment = terms, augment
 
     def __call__(self, generator: nn.Module, discriminator: nn.Module, z: Tensor, labels: Tensor | None,
                  step: int) -> tuple[Tensor, dict[str, Tensor]]:
         fake = call_generator(generator, z, labels)
-        fake_out = call_discriminator(discriminator, fake, labels)
+        fake_out = judge(discriminator, fake, labels, self.augment)
         g_loss = self.pair.g_loss(fake_out.logits)
-        total, stats = add_terms(g_loss, self.terms, Pass(discriminator, fake, fake_out, labels), step)
+        p = Pass(discriminator, fake, fake_out, labels, augment=self.augment, generator=generator, z=z)
+        total, stats = add_terms(g_loss, self.terms, p, step)
         return total, {"g_loss": g_loss.detach(), **stats}
 
 
-class GANLoss:
+class GANLoss(nn.Module):
     """One adversarial loss with its regularisers, built from a ``conf/loss`` config: the two phase
-    objectives and the weight clip that ``GANModule`` applies after each D step.
+    objectives and the weight clip that ``GANModule`` applies after each D step. A module, so that
+    the state of its terms and augmentation (buffers) is saved in checkpoints.
 
     Args:
         kind: one of ``losses.LOSSES`` (minimax, non_saturating, wasserstein, hinge, lsgan).
@@ -246,6 +264,7 @@ class GANLoss:
             for both players; unused with other discriminators.
         classify_fakes: train that class head on fakes too (D's class term).
         terms: further ``Term`` objects, each for the phase it names.
+        augment: what D's inputs go through first (``augment`` group, ``gan_modules.augment``); None: nothing.
     """
 
     def __init__(
@@ -259,7 +278,9 @@ class GANLoss:
         class_weight: float = 1.0,
         classify_fakes: bool = False,
         terms: Sequence[Term] = (),
+        augment: Augmentation | None = None,
     ) -> None:
+        super().__init__()
         if kind not in LOSSES:
             raise ValueError(f"Unknown loss kind {kind!r}: choose one of {sorted(LOSSES)} (config key model.loss.kind).")
         for key, value in (("gp_weight", gp_weight), ("r1_weight", r1_weight), ("drift_weight", drift_weight)):
@@ -273,6 +294,8 @@ class GANLoss:
         for term in terms:
             if not isinstance(term, Term):
                 raise TypeError(f"model.loss.terms takes Term objects (gan_modules.objectives.Term), got {type(term).__name__}.")
+        if augment is not None and not isinstance(augment, Augmentation):
+            raise TypeError(f"model.loss.augment takes an Augmentation (gan_modules.augment), got {type(augment).__name__}.")
         self.kind = kind
         self.gp_weight, self.r1_weight, self.drift_weight = float(gp_weight), float(r1_weight), float(drift_weight)
         self.clip_value = clip_value
@@ -288,14 +311,15 @@ class GANLoss:
         g_terms: list[Term] = [GeneratorClassTerm(class_weight)]
         d_terms += [t for t in terms if t.phase == "discriminator"]
         g_terms += [t for t in terms if t.phase == "generator"]
-        self.discriminator_objective = DiscriminatorObjective(kind, d_terms)
-        self.generator_objective = GeneratorObjective(kind, g_terms)
+        self.augment = augment
+        self.d_terms, self.g_terms = nn.ModuleList(d_terms), nn.ModuleList(g_terms)
+        self.discriminator_objective = DiscriminatorObjective(kind, self.d_terms, augment)
+        self.generator_objective = GeneratorObjective(kind, self.g_terms, augment)
 
     @property
     def uses_input_gradient(self) -> bool:
         """Whether a term differentiates D with respect to its input (GP, R1)."""
-        return any(t.uses_input_gradient for t in self.discriminator_objective.terms + self.generator_objective.terms)
+        return any(t.uses_input_gradient for t in [*self.d_terms, *self.g_terms])
 
-    def __repr__(self) -> str:
-        terms = self.discriminator_objective.terms + self.generator_objective.terms
-        return f"GANLoss(kind={self.kind!r}, clip_value={self.clip_value}, terms={terms})"
+    def extra_repr(self) -> str:
+        return f"kind={self.kind!r}, clip_value={self.clip_value}"

@@ -51,8 +51,9 @@ def check_checkpoint_fits(module: Any, ckpt_path: str) -> dict[str, Any]:
     checkpoint = load_checkpoint(ckpt_path)
     saved = checkpoint["state_dict"]
     expected = module.state_dict()
-    # The EMA generator may be switched on or off on resume (GANModule.on_load_checkpoint).
-    optional = ("generator_ema.",)
+    # The EMA generator, and the loss's state (its terms' and augmentation's buffers), may be switched
+    # on or off on resume (GANModule.on_load_checkpoint).
+    optional = ("generator_ema.", "loss.")
     missing = [k for k in expected if k not in saved and not k.startswith(optional)]
     unexpected = [k for k in saved if k not in expected and not k.startswith(optional)]
     mismatched = [f"{k} {list(saved[k].shape)} (the config's model: {list(v.shape)})" for k, v in expected.items()
