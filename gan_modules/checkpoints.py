@@ -101,7 +101,7 @@ def load_weights(network: nn.Module, state: dict[str, torch.Tensor], path: str |
 # their names begin like the project's.
 ALLOWED_MODULES = (
     "gan_modules.nets.mlp", "gan_modules.nets.dcgan", "gan_modules.nets.dcgan_seed", "gan_modules.nets.conditional",
-    "gan_modules.nets.progan", "gan_modules.nets.stylegan", "gan_modules.nets.autoencoders",
+    "gan_modules.nets.progan", "gan_modules.nets.stylegan", "gan_modules.nets.stylegan2", "gan_modules.nets.autoencoders",
     "datamodules.idx", "datamodules.cifar10", "datamodules.digits", "datamodules.image_folder", "datamodules.toy2d",
     "gan_modules.losses", "gan_modules.objectives", "gan_modules.augment", "gan_modules.gan", "gan_modules.autoencoder",
     "torch.optim", "torch.optim.lr_scheduler",

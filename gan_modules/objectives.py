@@ -18,6 +18,7 @@ regulariser" has an example.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -174,6 +175,46 @@ class GeneratorClassTerm(Term):
         return auxiliary_class_loss(p.fake_out.class_logits, p.labels)
 
 
+class PathLengthPenalty(Term):
+    """StyleGAN2's path-length regulariser for G: a fixed-size step in w should move the image by a
+    fixed amount, whatever the w.
+
+    For a batch of w (``batch_shrink`` times smaller than the training batch, as in the paper), the
+    length ``|J_w^T y|`` with ``y`` image-sized noise scaled by ``1 / sqrt(H W)`` is pulled towards its
+    running mean (exponential decay ``decay``; the mean is a buffer, saved in checkpoints). Needs an
+    unconditional style-based generator (``map``, ``broadcast``, ``synthesis``: model=stylegan2, stylegan).
+    """
+
+    phase, name = "generator", "path_length_penalty"
+
+    def __init__(self, weight: float, interval: int = 4, decay: float = 0.01, batch_shrink: int = 2) -> None:
+        super().__init__(weight, interval)
+        if not 0.0 < float(decay) <= 1.0:
+            raise ValueError(f"model.loss.pl_decay must be in (0, 1], got {decay}.")
+        if isinstance(batch_shrink, bool) or int(batch_shrink) < 1:
+            raise ValueError(f"model.loss.pl_batch_shrink must be an integer >= 1, got {batch_shrink!r}.")
+        self.decay, self.batch_shrink = float(decay), int(batch_shrink)
+        self.register_buffer("mean", torch.zeros(()))
+
+    def value(self, p: Pass) -> Tensor:
+        generator = p.generator
+        if not all(hasattr(generator, name) for name in ("map", "broadcast", "synthesis")):
+            raise ValueError(f"model.loss.pl_weight > 0 needs an unconditional style-based generator (model=stylegan2 "
+                             f"or stylegan), not {type(generator).__name__}: set model.loss.pl_weight=0.")
+        z = p.z[: max(1, p.z.shape[0] // self.batch_shrink)]
+        ws = generator.broadcast(generator.map(z))
+        images = generator.synthesis(ws)
+        noise = torch.randn_like(images) / math.sqrt(images.shape[2] * images.shape[3])
+        (grad,) = torch.autograd.grad((images * noise).sum(), ws, create_graph=True)
+        lengths = grad.float().square().sum(2).mean(1).sqrt()
+        with torch.no_grad():
+            self.mean.copy_(self.mean.lerp(lengths.mean(), self.decay))
+        return (lengths - self.mean).square().mean()
+
+    def statistics(self, p: Pass, value: Tensor) -> dict[str, Tensor]:
+        return {self.name: value.detach(), "path_length_mean": self.mean.clone()}
+
+
 def add_terms(total: Tensor, terms: Sequence[Term], p: Pass, step: int) -> tuple[Tensor, dict[str, Tensor]]:
     """``total`` plus every term due at ``step``, with their statistics.
 
@@ -263,6 +304,10 @@ class GANLoss(nn.Module):
         class_weight: weight of the class cross-entropy for a discriminator with a class head (AC-GAN),
             for both players; unused with other discriminators.
         classify_fakes: train that class head on fakes too (D's class term).
+        pl_weight: weight of StyleGAN2's path-length regulariser for G (0 disables it; the paper: 2).
+        pl_interval: apply it every this many G steps, multiplied by the interval (the paper: 4).
+        pl_decay: decay of its running mean of path lengths (the paper: 0.01).
+        pl_batch_shrink: its batch is the training batch divided by this (the paper: 2).
         terms: further ``Term`` objects, each for the phase it names.
         augment: what D's inputs go through first (``augment`` group, ``gan_modules.augment``); None: nothing.
     """
@@ -277,13 +322,18 @@ class GANLoss(nn.Module):
         drift_weight: float = 0.0,
         class_weight: float = 1.0,
         classify_fakes: bool = False,
+        pl_weight: float = 0.0,
+        pl_interval: int = 4,
+        pl_decay: float = 0.01,
+        pl_batch_shrink: int = 2,
         terms: Sequence[Term] = (),
         augment: Augmentation | None = None,
     ) -> None:
         super().__init__()
         if kind not in LOSSES:
             raise ValueError(f"Unknown loss kind {kind!r}: choose one of {sorted(LOSSES)} (config key model.loss.kind).")
-        for key, value in (("gp_weight", gp_weight), ("r1_weight", r1_weight), ("drift_weight", drift_weight)):
+        for key, value in (("gp_weight", gp_weight), ("r1_weight", r1_weight), ("drift_weight", drift_weight),
+                           ("pl_weight", pl_weight)):
             if value < 0:
                 raise ValueError(f"model.loss.{key} must be >= 0, got {value}.")
         if not class_weight > 0:
@@ -309,6 +359,8 @@ class GANLoss(nn.Module):
         if drift_weight > 0:
             d_terms.append(DriftPenalty(drift_weight))
         g_terms: list[Term] = [GeneratorClassTerm(class_weight)]
+        if pl_weight > 0:
+            g_terms.append(PathLengthPenalty(pl_weight, pl_interval, pl_decay, pl_batch_shrink))
         d_terms += [t for t in terms if t.phase == "discriminator"]
         g_terms += [t for t in terms if t.phase == "generator"]
         self.augment = augment

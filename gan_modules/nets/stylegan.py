@@ -67,12 +67,70 @@ class StyleLayer(nn.Module):
         return self.adain(F.leaky_relu(x, 0.2), w)
 
 
-class StyleGANGenerator(ProgressiveNet):
+class StyleLatents:
+    """The latent side of a style-based generator, shared by StyleGAN and StyleGAN2: z -> w (``map``),
+    one w per layer (``broadcast``), the truncation trick (``truncate``), style mixing (``mix``) and
+    the styles a training forward uses (``styles``: tracks ``w_avg``, mixes styles at random).
+
+    The class using it sets ``mapping``, ``z_dim``, ``w_dim``, ``num_ws``, ``active_ws``, ``w_avg``
+    (a buffer), ``w_avg_beta`` and ``style_mixing_prob``.
+    """
+
+    mapping: nn.Module
+    z_dim: int
+    w_dim: int
+    num_ws: int
+    w_avg: Tensor
+    w_avg_beta: float
+    style_mixing_prob: float
+    training: bool
+
+    def map(self, z: Tensor) -> Tensor:
+        """z (B, z_dim) -> w (B, w_dim)."""
+        if z.dim() != 2 or z.shape[1] != self.z_dim:
+            raise ValueError(f"{type(self).__name__} expects z of shape (B, {self.z_dim}), got {list(z.shape)}.")
+        return self.mapping(z)
+
+    def broadcast(self, w: Tensor) -> Tensor:
+        """One w for every layer: (B, w_dim) -> (B, num_ws, w_dim)."""
+        return w.unsqueeze(1).expand(-1, self.num_ws, -1)
+
+    def truncate(self, w: Tensor, psi: float) -> Tensor:
+        """The truncation trick: ``w_avg + psi * (w - w_avg)`` (psi 0: the mean; 1: unchanged)."""
+        return torch.lerp(self.w_avg.to(w.dtype).expand_as(w), w, float(psi))
+
+    def mix(self, ws_a: Tensor, ws_b: Tensor, crossover: int) -> Tensor:
+        """The first ``crossover`` styles (coarse layers) from ``ws_a``, the rest (fine) from ``ws_b``."""
+        if not 0 <= crossover <= self.num_ws:
+            raise ValueError(f"crossover must be in [0, {self.num_ws}] (this generator has {self.num_ws} styles), "
+                             f"got {crossover}.")
+        return torch.cat([ws_a[:, :crossover], ws_b[:, crossover:]], dim=1)
+
+    def styles(self, z: Tensor, truncation_psi: float = 1.0) -> Tensor:
+        """The styles ``(B, num_ws, w_dim)`` that ``forward(z)`` synthesises from."""
+        w = self.map(z)
+        if self.training:
+            with torch.no_grad():
+                self.w_avg.copy_(torch.lerp(w.detach().mean(0).to(self.w_avg.dtype), self.w_avg, self.w_avg_beta))
+        ws = self.broadcast(w)
+        if self.training and self.style_mixing_prob > 0 and float(torch.rand(())) < self.style_mixing_prob:
+            # Style-mixing regularisation: the layers after a random crossover (among those in use,
+            # so that the mix shows) take a second code's w, so that neighbouring styles cannot rely
+            # on being correlated.
+            crossover = int(torch.randint(1, max(2, self.active_ws), ()))
+            ws = self.mix(ws, self.broadcast(self.map(torch.randn_like(z))), crossover)
+        if truncation_psi != 1.0:
+            ws = self.truncate(ws, truncation_psi)
+        return ws
+
+
+class StyleGANGenerator(StyleLatents, ProgressiveNet):
     """z (B, z_dim) -> images (B, *out_shape) at the current stage's resolution.
 
     ``forward(z)`` is what training calls: in training mode it also tracks ``w_avg`` (the mean w,
-    for the truncation trick) and applies style-mixing regularisation. The pieces are public for
-    controllable generation: ``map``, ``truncate``, ``mix``, ``broadcast``, ``synthesis``.
+    for the truncation trick) and applies style-mixing regularisation (``StyleLatents.styles``). The
+    pieces are public for controllable generation: ``map``, ``truncate``, ``mix``, ``broadcast``,
+    ``synthesis``.
     """
 
     def __init__(self, out_shape: Sequence[int], z_dim: int = 512, w_dim: int = 512, mapping_layers: int = 8,
@@ -103,28 +161,6 @@ class StyleGANGenerator(ProgressiveNet):
             layers.append(StyleLayer(c, c, self.w_dim))
         self.layers = nn.ModuleList(layers)
         self.to_rgb = nn.ModuleList(EqualizedConv2d(c, shape[0], 1, gain=1.0) for c in channels)
-
-    # --- latents ----------------------------------------------------------------------------
-    def map(self, z: Tensor) -> Tensor:
-        """z (B, z_dim) -> w (B, w_dim)."""
-        if z.dim() != 2 or z.shape[1] != self.z_dim:
-            raise ValueError(f"StyleGANGenerator expects z of shape (B, {self.z_dim}), got {list(z.shape)}.")
-        return self.mapping(z)
-
-    def broadcast(self, w: Tensor) -> Tensor:
-        """One w for every layer: (B, w_dim) -> (B, num_ws, w_dim)."""
-        return w.unsqueeze(1).expand(-1, self.num_ws, -1)
-
-    def truncate(self, w: Tensor, psi: float) -> Tensor:
-        """The truncation trick: ``w_avg + psi * (w - w_avg)`` (psi 0: the mean; 1: unchanged)."""
-        return torch.lerp(self.w_avg.to(w.dtype).expand_as(w), w, float(psi))
-
-    def mix(self, ws_a: Tensor, ws_b: Tensor, crossover: int) -> Tensor:
-        """The first ``crossover`` styles (coarse layers) from ``ws_a``, the rest (fine) from ``ws_b``."""
-        if not 0 <= crossover <= self.num_ws:
-            raise ValueError(f"crossover must be in [0, {self.num_ws}] (this generator has {self.num_ws} styles), "
-                             f"got {crossover}.")
-        return torch.cat([ws_a[:, :crossover], ws_b[:, crossover:]], dim=1)
 
     @property
     def active_ws(self) -> int:
@@ -165,17 +201,4 @@ class StyleGANGenerator(ProgressiveNet):
         return self.activation(rgb)
 
     def forward(self, z: Tensor, truncation_psi: float = 1.0, noise_mode: str = "random") -> Tensor:
-        w = self.map(z)
-        if self.training:
-            with torch.no_grad():
-                self.w_avg.copy_(torch.lerp(w.detach().mean(0).to(self.w_avg.dtype), self.w_avg, self.w_avg_beta))
-        ws = self.broadcast(w)
-        if self.training and self.style_mixing_prob > 0 and float(torch.rand(())) < self.style_mixing_prob:
-            # Style-mixing regularisation: the layers after a random crossover (among those the current
-            # stage uses, so that the mix shows) take a second code's w, so that neighbouring styles
-            # cannot rely on being correlated.
-            crossover = int(torch.randint(1, max(2, self.active_ws), ()))
-            ws = self.mix(ws, self.broadcast(self.map(torch.randn_like(z))), crossover)
-        if truncation_psi != 1.0:
-            ws = self.truncate(ws, truncation_psi)
-        return self.synthesis(ws, noise_mode)
+        return self.synthesis(self.styles(z, truncation_psi), noise_mode)
