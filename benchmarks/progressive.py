@@ -1,6 +1,7 @@
-"""ProGAN and StyleGAN on Fashion-MNIST padded to 32x32, grown 4 -> 32 on the recipes' schedules.
+"""ProGAN and StyleGAN on Fashion-MNIST padded to 32x32, grown 4 -> 32 on the recipes' schedules, and
+StyleGAN2 at 32x32 throughout for the same number of images (220k).
 
-    python benchmarks/progressive.py --recipes progan stylegan --seeds 0
+    python benchmarks/progressive.py --recipes progan stylegan stylegan2 --seeds 0
 
 Trains ``experiment=<recipe>_fashion32`` (the schedule in images says when to stop; the wall time
 is the CPU budget), then scores the last checkpoint's EMA generator with evaluate.py on the central
@@ -24,7 +25,8 @@ from quality import table
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-RECIPES = {"progan": "experiment=progan_fashion32", "stylegan": "experiment=stylegan_fashion32"}
+RECIPES = {"progan": "experiment=progan_fashion32", "stylegan": "experiment=stylegan_fashion32",
+           "stylegan2": "experiment=stylegan2_fashion32"}  # StyleGAN2 does not grow: 32x32 throughout
 
 
 def run_one(recipe: str, seed: int, num_samples: int, extra: list[str], threads: int | None) -> dict:
