@@ -182,9 +182,13 @@ class GANModule(pl.LightningModule):
         # After Lightning restored a checkpoint's optimizers: the config given now is what runs.
         apply_to_trainer(self.trainer, {"model.optimizer.g": self.optimizer_g, "model.optimizer.d": self.optimizer_d})
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["loss_term_statistics"] = self.loss.latest_statistics()
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Let a resumed run switch the EMA on or off (``model.ema_decay``) instead of failing to load."""
         self._steps_done = None
+        self.loss.restore_statistics(checkpoint.get("loss_term_statistics", {}))
         state = checkpoint["state_dict"]
         has_ema = any(k.startswith("generator_ema.") for k in state)
         if self.generator_ema is not None and not has_ema:

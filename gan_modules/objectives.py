@@ -219,8 +219,8 @@ def add_terms(total: Tensor, terms: Sequence[Term], p: Pass, step: int) -> tuple
     """``total`` plus every term due at ``step``, with their statistics.
 
     A lazy term reports its latest value on the steps it skips, so that every step has the same
-    statistics (the plots and loggers expect that); a run resumed between two applications
-    evaluates it once for the statistic alone.
+    statistics (the plots and loggers expect that); the latest value is saved in checkpoints. Only a
+    run resumed from a checkpoint without it evaluates the term once for the statistic alone.
     """
     stats: dict[str, Tensor] = {}
     for term in terms:
@@ -372,6 +372,18 @@ class GANLoss(nn.Module):
     def uses_input_gradient(self) -> bool:
         """Whether a term differentiates D with respect to its input (GP, R1)."""
         return any(t.uses_input_gradient for t in [*self.d_terms, *self.g_terms])
+
+    # The terms' latest statistics travel in checkpoints (GANModule.on_save_checkpoint), so that a run
+    # resumed between two applications of a lazy term reports them without evaluating it off schedule.
+    def latest_statistics(self) -> dict[str, dict[str, Tensor]]:
+        return {name: {k: v.detach().cpu() for k, v in term._last.items()}
+                for name, term in self.named_modules() if isinstance(term, Term) and term._last}
+
+    def restore_statistics(self, saved: dict[str, dict[str, Tensor]]) -> None:
+        terms = {name: term for name, term in self.named_modules() if isinstance(term, Term)}
+        for name, statistics in saved.items():
+            if name in terms:
+                terms[name]._last = dict(statistics)
 
     def extra_repr(self) -> str:
         return f"kind={self.kind!r}, clip_value={self.clip_value}"

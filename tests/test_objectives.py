@@ -120,3 +120,21 @@ def test_bad_r1_interval_is_a_config_error(tmp_path):
 
     with pytest.raises(ConfigError, match="model.loss.r1_interval"):
         validate_config(compose_train(["model.loss.r1_interval=0"], tmp_path))
+
+
+def test_a_lazy_terms_latest_value_travels_in_the_checkpoint(tmp_path, monkeypatch):
+    """Resumed between two applications, the run reports R1's saved value and does not evaluate it."""
+    import gan_modules.objectives as objectives
+
+    base = [*FAST, "model=mlp_toy", "dataset=toy2d_ring", "dataset.batch_size=16", "callbacks.samples=null",
+            "callbacks.training_plots=null", "model.loss.r1_weight=1.0", "model.loss.r1_interval=3",
+            "dataset.num_samples=64", "trainer.log_every_n_steps=1"]
+    train(compose_train([*base, "trainer.max_epochs=1"], tmp_path))  # steps 0-3: R1 at 0 and 3
+    saved = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["loss_term_statistics"]
+    (r1_statistics,) = [s for s in saved.values() if "r1_penalty" in s]
+    calls = []
+    monkeypatch.setattr(objectives, "r1_penalty", lambda *args: calls.append(1) or torch.tensor(0.0))
+    metrics = train(compose_train([*base, "trainer.max_epochs=2", "ckpt_path=auto"], tmp_path))
+    assert calls == [1]  # steps 4-7: applied at 6 only, not evaluated at 4 for the statistic alone
+    assert metrics["generator_steps"] == 8 and "r1_penalty" in metrics
+    assert r1_statistics["r1_penalty"].item() > 0
