@@ -85,6 +85,19 @@ class StyleLatents:
     style_mixing_prob: float
     training: bool
 
+    def init_latents(self, z_dim: int, w_dim: int, mapping_layers: int, mapping_lr_multiplier: float,
+                     style_mixing_prob: float, w_avg_beta: float) -> None:
+        """Check and set the latent side's settings, and build the mapping network and ``w_avg``."""
+        if not 0.0 <= style_mixing_prob <= 1.0:
+            raise ValueError(f"style_mixing_prob must be in [0, 1], got {style_mixing_prob}.")
+        if not 0.0 <= w_avg_beta < 1.0:
+            raise ValueError(f"w_avg_beta must be in [0, 1), got {w_avg_beta}.")
+        self.z_dim, self.w_dim = check_size("z_dim", z_dim), check_size("w_dim", w_dim)
+        self.style_mixing_prob, self.w_avg_beta = float(style_mixing_prob), float(w_avg_beta)
+        self.mapping = MappingNetwork(self.z_dim, self.w_dim, mapping_layers, mapping_lr_multiplier)
+        # A buffer, so that checkpoints (and the EMA copy) carry it.
+        self.register_buffer("w_avg", torch.zeros(self.w_dim))
+
     def map(self, z: Tensor) -> Tensor:
         """z (B, z_dim) -> w (B, w_dim)."""
         if z.dim() != 2 or z.shape[1] != self.z_dim:
@@ -138,19 +151,11 @@ class StyleGANGenerator(StyleLatents, ProgressiveNet):
                  style_mixing_prob: float = 0.9, w_avg_beta: float = 0.995, output_activation: str = "tanh") -> None:
         shape = image_shape(out_shape, "StyleGANGenerator")
         super().__init__(shape[1])
-        if not 0.0 <= style_mixing_prob <= 1.0:
-            raise ValueError(f"style_mixing_prob must be in [0, 1], got {style_mixing_prob}.")
-        if not 0.0 <= w_avg_beta < 1.0:
-            raise ValueError(f"w_avg_beta must be in [0, 1), got {w_avg_beta}.")
         self.out_shape = shape
-        self.z_dim, self.w_dim = check_size("z_dim", z_dim), check_size("w_dim", w_dim)
         self.activation = make_output_activation(output_activation)  # checks the name first
         self.output_range = OUTPUT_RANGES[output_activation]
-        self.style_mixing_prob, self.w_avg_beta = float(style_mixing_prob), float(w_avg_beta)
         self.num_ws = 2 * self.num_stages  # two styles per resolution block
-        self.mapping = MappingNetwork(self.z_dim, self.w_dim, mapping_layers, mapping_lr_multiplier)
-        # A buffer, so that checkpoints (and the EMA copy) carry it.
-        self.register_buffer("w_avg", torch.zeros(self.w_dim))
+        self.init_latents(z_dim, w_dim, mapping_layers, mapping_lr_multiplier, style_mixing_prob, w_avg_beta)
 
         channels = [channels_at(4 * 2**s, channel_base, max_channels) for s in range(self.num_stages)]
         self.const = ConstantInput(channels[0], 4)

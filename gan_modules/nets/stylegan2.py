@@ -27,9 +27,19 @@ from torch import Tensor, nn
 from gan_modules.nets.common import OUTPUT_RANGES, DiscriminatorOutput, check_size, image_shape, make_output_activation
 from gan_modules.nets.layers import ConstantInput, EqualizedConv2d, EqualizedLinear, MinibatchStdDev, NoiseInjection
 from gan_modules.nets.progressive import channels_at
-from gan_modules.nets.stylegan import NOISE_MODES, MappingNetwork, StyleLatents
+from gan_modules.nets.stylegan import NOISE_MODES, StyleLatents
 
 ACTIVATION_GAIN = math.sqrt(2.0)  # keeps the signal's magnitude through LeakyReLU(0.2)
+
+
+def power_of_two_shape(shape: Sequence[int], owner: str) -> tuple[int, int, int]:
+    """``(C, R, R)`` with R a power of two >= 4, or an error that says how to get there."""
+    checked = image_shape(shape, owner)
+    resolution = checked[1]
+    if resolution < 4 or resolution & (resolution - 1):
+        raise ValueError(f"{owner} needs square power-of-two images of at least 4x4, got {list(checked)}: pad or "
+                         "resize the data (e.g. dataset.image_size=32).")
+    return checked
 
 
 def _binomial_filter(channels: int) -> Tensor:
@@ -132,25 +142,14 @@ class StyleGAN2Generator(StyleLatents, nn.Module):
                  mapping_lr_multiplier: float = 0.01, channel_base: int = 16384, max_channels: int = 512,
                  style_mixing_prob: float = 0.9, w_avg_beta: float = 0.995, output_activation: str = "tanh") -> None:
         super().__init__()
-        shape = image_shape(out_shape, "StyleGAN2Generator")
-        resolution = shape[1]
-        if resolution < 4 or resolution & (resolution - 1):
-            raise ValueError(f"StyleGAN2Generator needs square power-of-two images of at least 4x4, got "
-                             f"{list(shape)}: pad or resize the data (e.g. dataset.image_size=32).")
-        if not 0.0 <= style_mixing_prob <= 1.0:
-            raise ValueError(f"style_mixing_prob must be in [0, 1], got {style_mixing_prob}.")
-        if not 0.0 <= w_avg_beta < 1.0:
-            raise ValueError(f"w_avg_beta must be in [0, 1), got {w_avg_beta}.")
+        shape = power_of_two_shape(out_shape, "StyleGAN2Generator")
         self.out_shape = shape
-        self.z_dim, self.w_dim = check_size("z_dim", z_dim), check_size("w_dim", w_dim)
         self.activation = make_output_activation(output_activation)
         self.output_range = OUTPUT_RANGES[output_activation]
-        self.style_mixing_prob, self.w_avg_beta = float(style_mixing_prob), float(w_avg_beta)
-        self.resolutions = [4 * 2**i for i in range(int(math.log2(resolution)) - 1)]
+        self.resolutions = [4 * 2**i for i in range(int(math.log2(shape[1])) - 1)]
         self.num_ws = 2 * len(self.resolutions)
         self.active_ws = self.num_ws
-        self.mapping = MappingNetwork(self.z_dim, self.w_dim, mapping_layers, mapping_lr_multiplier)
-        self.register_buffer("w_avg", torch.zeros(self.w_dim))
+        self.init_latents(z_dim, w_dim, mapping_layers, mapping_lr_multiplier, style_mixing_prob, w_avg_beta)
 
         channels = [channels_at(r, channel_base, max_channels) for r in self.resolutions]
         self.const = ConstantInput(channels[0], 4)
@@ -215,11 +214,8 @@ class StyleGAN2Discriminator(nn.Module):
     def __init__(self, in_shape: Sequence[int], channel_base: int = 16384, max_channels: int = 512,
                  mbstd_group_size: int = 4) -> None:
         super().__init__()
-        shape = image_shape(in_shape, "StyleGAN2Discriminator")
+        shape = power_of_two_shape(in_shape, "StyleGAN2Discriminator")
         resolution = shape[1]
-        if resolution < 4 or resolution & (resolution - 1):
-            raise ValueError(f"StyleGAN2Discriminator needs square power-of-two images of at least 4x4, got "
-                             f"{list(shape)}: pad or resize the data (e.g. dataset.image_size=32).")
         self.in_shape = shape
         resolutions = [resolution // 2**i for i in range(int(math.log2(resolution)) - 1)]  # r, r/2, ..., 4
         channels = [channels_at(r, channel_base, max_channels) for r in resolutions]
