@@ -71,7 +71,7 @@ GAN_INTEGERS: tuple[tuple[str, int, bool, str], ...] = (
 # Network sizes, by key name at any depth of model.* (also nested backbones and wrappers).
 NET_INTEGERS = {"z_dim": 1, "w_dim": 1, "base_channels": 1, "max_channels": 1, "channel_base": 1,
                 "mapping_layers": 1, "mbstd_group_size": 1, "num_kernels": 1, "kernel_dim": 1,
-                "layerwise_epochs": 1}
+                "layerwise_epochs": 1, "pack": 1}
 NET_NULLABLE = {"num_classes", "layerwise_epochs"}
 NET_INTEGER_LISTS = ("hidden", "channels")
 # Callback counts, by key name in any callbacks.<name> entry (values >= the minimum).
@@ -309,6 +309,54 @@ def check_values(cfg: DictConfig) -> None:
         raise ConfigError("trainer.enable_progress_bar=false while callbacks.progress_bar is set: switch both off "
                           "(add callbacks.progress_bar=null), or keep the bar.")
     _check_dataset_location(cfg)
+    check_packing(cfg)
+
+
+# Discriminators that score each sample against its own label: a packed input has several labels.
+UNPACKABLE_DISCRIMINATORS = ("ProjectionDiscriminator", "AuxiliaryClassifierDiscriminator")
+
+
+def check_packing(cfg: DictConfig) -> None:
+    """PacGAN's ``model.discriminator.pack``: D judges groups of that many samples, so it must divide
+    every batch size the run uses (else the first step, or the first batch at a new ProGAN resolution,
+    fails inside D), and the per-sample label discriminators refuse it."""
+    pack = _select(cfg, "model.discriminator.pack")
+    if pack is _ABSENT or not _is_int(pack) or pack == 1:
+        return  # absent: no packing; a non-integer was refused by check_values
+    target = str(_select(cfg, "model.discriminator._target_") or "")
+    if target.endswith(UNPACKABLE_DISCRIMINATORS):
+        raise ConfigError(
+            f"model.discriminator.pack={pack}: {target.rsplit('.', 1)[-1]} scores each sample against its own "
+            "label and cannot judge packed samples; use model.discriminator.pack=1, or a concatenating "
+            "conditional model (model=cgan_dcgan, model=cgan_mlp), which packs each sample with its label."
+        )
+    batch_size = _select(cfg, "dataset.batch_size")
+    if _is_int(batch_size) and batch_size % pack:
+        raise ConfigError(
+            f"model.discriminator.pack={pack} does not divide dataset.batch_size={batch_size}: D judges groups "
+            f"of {pack} samples. Use a multiple, e.g. dataset.batch_size={max(pack, batch_size - batch_size % pack)}, "
+            "or another model.discriminator.pack."
+        )
+    if _select(cfg, "dataset.drop_last") is False:
+        raise ConfigError(
+            f"model.discriminator.pack={pack} with dataset.drop_last=false: the last, smaller batch of an epoch "
+            f"need not be a multiple of {pack}. Set dataset.drop_last=true, or model.discriminator.pack=1."
+        )
+    sizes = _select(cfg, "callbacks.progressive.batch_sizes")
+    if isinstance(sizes, DictConfig):
+        # Resolution keys are ints, which a dotted-path select cannot reach: read the entries directly.
+        entries = [(f"callbacks.progressive.batch_sizes.{key}", sizes.get(key)) for key in sizes.keys()]
+    elif sizes is _ABSENT or sizes is None:
+        entries = []
+    else:
+        entries = [("callbacks.progressive.batch_sizes", sizes)]
+    for key, size in entries:
+        if _is_int(size) and size % pack:
+            raise ConfigError(
+                f"model.discriminator.pack={pack} does not divide {key}={size} (the batch size ProGAN's growth "
+                f"uses there): D judges groups of {pack} samples. Make every progressive batch size a multiple "
+                f"of {pack}, or use another model.discriminator.pack."
+            )
 
 
 def _check_dataset_location(cfg: DictConfig) -> None:

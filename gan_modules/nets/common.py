@@ -1,4 +1,4 @@
-"""Pieces shared by the networks: output activations, shape checks, weight initialisers."""
+"""Pieces shared by the networks: output activations, shape checks, weight initialisers, PacGAN packing."""
 from __future__ import annotations
 
 import contextlib
@@ -46,6 +46,34 @@ def eval_mode(*nets: nn.Module) -> Iterator[None]:
     finally:
         for net, mode in zip(nets, modes):
             net.train(mode)
+
+
+def check_pack(pack: object) -> int:
+    """The ``pack`` argument of a discriminator (PacGAN's m) as an int >= 1."""
+    return check_size("pack (model.discriminator.pack)", pack)
+
+
+def pack_samples(x: Tensor, pack: int) -> Tensor:
+    """PacGAN packing (Lin et al. 2018): ``pack`` consecutive samples become one, concatenated along
+    the channels (images ``(B, C, H, W) -> (B/m, m*C, H, W)``) or the features (vectors
+    ``(B, D) -> (B/m, m*D)``), so the discriminator judges the group jointly and returns B/m logits.
+
+    The training loop calls D on real and fake batches separately, so a packed sample is all real or
+    all fake, as the paper requires. ``pack=1`` returns ``x`` itself.
+    """
+    if pack == 1:
+        return x
+    if x.dim() < 2:
+        raise ValueError(f"Packing needs a batch of samples (B, ...), got a tensor of shape {list(x.shape)}.")
+    batch = x.shape[0]
+    if batch % pack:
+        raise ValueError(
+            f"model.discriminator.pack={pack} does not divide the batch of {batch} samples: the discriminator "
+            f"judges groups of {pack}. Set dataset.batch_size to a multiple of {pack} (and keep "
+            "dataset.drop_last=true, so that the last batch is full), or change model.discriminator.pack."
+        )
+    # Row-major reshape: group g holds samples g*m .. g*m+m-1, channels ordered sample by sample.
+    return x.reshape(batch // pack, pack * x.shape[1], *x.shape[2:])
 
 
 def make_output_activation(name: str) -> nn.Module:

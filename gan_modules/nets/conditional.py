@@ -13,6 +13,13 @@ A backbone is given either as a module or as a factory (a Hydra ``_partial_: tru
 generator calls its factory with no argument, the discriminators with the ``in_shape`` they need
 (one channel more for the concatenating one), so one YAML file serves every dataset shape.
 
+PacGAN packing (``pack=m``, nets/common.py ``pack_samples``): the concatenating discriminator packs
+each sample together with its own label channel (the backbone is built with ``pack=m`` for ``C + 1``
+channels), so D judges m (sample, label) pairs jointly. The projection and AC-GAN discriminators
+refuse ``pack > 1``: both score one sample against one label (the projection term is a per-sample
+log-ratio ``<embed(y), phi(x)>``, the class head predicts one class per sample), and a packed input
+has m labels and one feature vector, so neither term has a meaning there.
+
 Conditional nets carry ``num_classes``; ``is_conditional``, ``call_generator`` and ``call_discriminator`` let
 callers treat conditional and unconditional nets alike.
 """
@@ -23,7 +30,7 @@ from typing import Callable, Sequence, Union
 import torch
 from torch import Tensor, nn
 
-from gan_modules.nets.common import DiscriminatorOutput, as_shape, numel
+from gan_modules.nets.common import DiscriminatorOutput, as_shape, check_pack, numel
 
 Backbone = Union[nn.Module, Callable[..., nn.Module]]
 
@@ -92,9 +99,48 @@ def _build(backbone: Backbone, **kwargs: object) -> nn.Module:
     raise TypeError(f"A backbone must be an nn.Module or a factory returning one, got {type(backbone).__name__}.")
 
 
+def _build_packed(backbone: Backbone, in_shape: tuple[int, ...], pack: int) -> nn.Module:
+    """A discriminator backbone for ``in_shape`` that packs ``pack`` samples; a factory gets ``pack``
+    only when it is above 1, so backbones without the argument keep working unpacked."""
+    if pack == 1 or isinstance(backbone, nn.Module):
+        net = _build(backbone, in_shape=list(in_shape))
+    else:
+        try:
+            net = _build(backbone, in_shape=list(in_shape), pack=pack)
+        except TypeError as error:
+            if "pack" not in str(error):
+                raise
+            raise ValueError(
+                f"model.discriminator.pack={pack}: this backbone cannot pack samples ({error}); the MLP, DCGAN, "
+                "seed DCGAN and ProGAN discriminators can. Use one of them, or model.discriminator.pack=1."
+            ) from error
+    net_pack = int(getattr(net, "pack", 1))
+    if net_pack != pack:
+        raise ValueError(
+            f"The wrapper was given pack={pack} but its backbone packs {net_pack} samples: set pack once, "
+            "on the wrapper (model.discriminator.pack), and leave the backbone's at 1."
+        )
+    return net
+
+
+def _refuse_packing(pack: object, owner: str) -> None:
+    if check_pack(pack) != 1:
+        raise ValueError(
+            f"{owner} cannot pack samples (model.discriminator.pack={pack}): it scores each sample against "
+            "its own label, and a packed input has one feature vector for several labels. Use "
+            "model.discriminator.pack=1, or the concatenating conditional discriminator (model=cgan_dcgan, "
+            "model=cgan_mlp), which packs each sample with its label channel."
+        )
+
+
 def _build_with_features(backbone: Backbone, in_shape: tuple[int, ...], role: str) -> nn.Module:
     """A discriminator backbone split as ``forward(x) == logit(features(x))``, or a clear error."""
     net = _build(backbone, in_shape=list(in_shape))
+    if int(getattr(net, "pack", 1)) != 1:
+        raise ValueError(
+            f"{type(net).__name__} with pack={net.pack} cannot be {role} backbone: it scores each sample "
+            "against its own label, so it needs one feature vector per sample; leave the backbone's pack at 1."
+        )
     if not (hasattr(net, "features") and hasattr(net, "logit") and hasattr(net, "feature_dim")):
         raise TypeError(
             f"{type(net).__name__} cannot be {role} backbone: it needs features(x) -> (B, feature_dim), "
@@ -133,21 +179,26 @@ class ConditionalDiscriminator(nn.Module):
     For images ``(C, H, W)`` the embedding has ``H * W`` entries reshaped to one ``H x W`` channel
     and the backbone takes ``(C + 1, H, W)``; for vectors ``(D,)`` it has ``D`` entries and the
     backbone takes ``(2 D,)``. A factory backbone is called with that ``in_shape``.
+
+    ``pack=m`` (PacGAN) builds the backbone with ``pack=m``: each sample is concatenated with its own
+    label channel first and the backbone packs the m ``(C + 1)``-channel pairs, so every member of a
+    packed group keeps its label next to it.
     """
 
     takes_labels = True
 
-    def __init__(self, backbone: Backbone, in_shape: Sequence[int], num_classes: int | None) -> None:
+    def __init__(self, backbone: Backbone, in_shape: Sequence[int], num_classes: int | None, pack: int = 1) -> None:
         super().__init__()
         self.num_classes = check_num_classes(num_classes, "ConditionalDiscriminator")
         self.in_shape = as_shape(in_shape)
+        self.pack = check_pack(pack)
         if len(self.in_shape) == 3:
             self.label_shape: tuple[int, ...] = (1, *self.in_shape[1:])
             backbone_shape = (self.in_shape[0] + 1, *self.in_shape[1:])
         else:  # vector data: one embedding entry per data entry, concatenated after flattening
             self.label_shape = (numel(self.in_shape),)
             backbone_shape = (2 * numel(self.in_shape),)
-        self.backbone = _build(backbone, in_shape=list(backbone_shape))
+        self.backbone = _build_packed(backbone, backbone_shape, self.pack)
         self.label_embedding = nn.Embedding(self.num_classes, numel(self.label_shape))
 
     def forward(self, x: Tensor, y: Tensor) -> DiscriminatorOutput:
@@ -170,8 +221,10 @@ class ProjectionDiscriminator(nn.Module):
     takes_labels = True
 
     def __init__(self, backbone: Backbone, in_shape: Sequence[int], num_classes: int | None,
-                 spectral_norm: bool = False) -> None:
+                 spectral_norm: bool = False, pack: int = 1) -> None:
         super().__init__()
+        _refuse_packing(pack, "ProjectionDiscriminator")
+        self.pack = 1
         self.num_classes = check_num_classes(num_classes, "ProjectionDiscriminator")
         self.in_shape = as_shape(in_shape)
         self.backbone = _build_with_features(backbone, self.in_shape, "a projection discriminator's")
@@ -195,8 +248,10 @@ class AuxiliaryClassifierDiscriminator(nn.Module):
     takes_labels = True
 
     def __init__(self, backbone: Backbone, in_shape: Sequence[int], num_classes: int | None,
-                 spectral_norm: bool = False) -> None:
+                 spectral_norm: bool = False, pack: int = 1) -> None:
         super().__init__()
+        _refuse_packing(pack, "AuxiliaryClassifierDiscriminator")
+        self.pack = 1
         self.num_classes = check_num_classes(num_classes, "AuxiliaryClassifierDiscriminator")
         self.in_shape = as_shape(in_shape)
         self.backbone = _build_with_features(backbone, self.in_shape, "an auxiliary classifier discriminator's")

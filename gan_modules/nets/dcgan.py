@@ -15,11 +15,13 @@ from gan_modules.nets.layers import MinibatchStdDev, apply_spectral_norm
 from gan_modules.nets.common import (
     DiscriminatorOutput,
     OUTPUT_RANGES,
+    check_pack,
     check_size,
     dcgan_init_,
     image_shape,
     make_minibatch_discrimination,
     make_output_activation,
+    pack_samples,
 )
 
 NORMS = ("batch", "layer", "instance", "none")
@@ -95,7 +97,9 @@ class DCGANDiscriminator(nn.Module):
     ``minibatch_discrimination`` (``{num_kernels, kernel_dim}``) flattens that map, appends Salimans
     et al.'s closeness features and reads the logit with a Linear instead of the final conv (the
     same map, a ``b x b`` conv over a ``b x b`` input is a Linear); ``spectral_norm`` normalises
-    every conv and Linear (use it with ``norm: none``, as SNGAN does).
+    every conv and Linear (use it with ``norm: none``, as SNGAN does). ``pack`` (PacGAN's m) judges
+    m samples at once, stacked along the channels: the first conv takes m*C channels and D returns
+    B/m logits.
     """
 
     def __init__(
@@ -108,13 +112,15 @@ class DCGANDiscriminator(nn.Module):
         minibatch_discrimination: Mapping[str, int] | None = None,
         minibatch_stddev: bool = False,
         spectral_norm: bool = False,
+        pack: int = 1,
     ) -> None:
         super().__init__()
         channels, size, _ = image_shape(in_shape, "DCGAN")
         base, doublings = split_size(size)
         self.in_shape = (channels, size, size)
+        self.pack = check_pack(pack)
         widths = _widths(doublings, base_channels, max_channels)[::-1]  # largest resolution first
-        layers: list[nn.Module] = [nn.Conv2d(channels, widths[0], 4, 2, 1), nn.LeakyReLU(negative_slope, True)]
+        layers: list[nn.Module] = [nn.Conv2d(self.pack * channels, widths[0], 4, 2, 1), nn.LeakyReLU(negative_slope, True)]
         for w_in, w_out in zip(widths[:-1], widths[1:]):
             layers += [nn.Conv2d(w_in, w_out, 4, 2, 1, bias=False), _norm(norm, w_out), nn.LeakyReLU(negative_slope, True)]
         channels = widths[-1]
@@ -143,8 +149,8 @@ class DCGANDiscriminator(nn.Module):
         return math.prod(self._head_shape)
 
     def features(self, x: Tensor) -> Tensor:
-        """The last layer's input, flattened: ``(B, feature_dim)``."""
-        return self.net[:-1](x).flatten(1)
+        """The last layer's input, flattened: ``(B / pack, feature_dim)``."""
+        return self.net[:-1](pack_samples(x, self.pack)).flatten(1)
 
     def logit(self, features: Tensor) -> Tensor:
         # A b x b conv over a b x b map is a Linear over the flattened map: unflatten and apply it.

@@ -14,11 +14,13 @@ from gan_modules.nets.layers import MinibatchStdDev, apply_spectral_norm
 from gan_modules.nets.common import (
     DiscriminatorOutput,
     OUTPUT_RANGES,
+    check_pack,
     check_size,
     image_shape,
     keras_init_,
     make_minibatch_discrimination,
     make_output_activation,
+    pack_samples,
 )
 
 
@@ -64,6 +66,8 @@ class SeedDCGANDiscriminator(nn.Module):
     ProGAN minibatch standard deviation as a 129th channel before flattening;
     ``minibatch_discrimination`` (``{num_kernels, kernel_dim}``) appends Salimans et al.'s closeness
     features before the Dense layer; ``spectral_norm`` normalises both convs and the Dense layer.
+    ``pack`` (PacGAN's m) judges m samples at once, stacked along the channels: the first conv takes
+    m*C channels and D returns B/m logits.
     """
 
     def __init__(
@@ -73,13 +77,15 @@ class SeedDCGANDiscriminator(nn.Module):
         minibatch_discrimination: Mapping[str, int] | None = None,
         minibatch_stddev: bool = False,
         spectral_norm: bool = False,
+        pack: int = 1,
     ) -> None:
         super().__init__()
         channels, size, _ = image_shape(in_shape, "The seed DCGAN")
         self.in_shape = (channels, size, size)
+        self.pack = check_pack(pack)
         quarter = _quarter(size)
         layers: list[nn.Module] = [
-            nn.Conv2d(channels, 64, 5, 2, padding=2),
+            nn.Conv2d(self.pack * channels, 64, 5, 2, padding=2),
             nn.LeakyReLU(0.2),
             nn.Dropout(dropout),
             nn.Conv2d(64, 128, 5, 2, padding=2),
@@ -103,4 +109,4 @@ class SeedDCGANDiscriminator(nn.Module):
             apply_spectral_norm(self)
 
     def forward(self, x: Tensor) -> DiscriminatorOutput:
-        return DiscriminatorOutput(self.net(x).view(-1))
+        return DiscriminatorOutput(self.net(pack_samples(x, self.pack)).view(-1))

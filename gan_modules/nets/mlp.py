@@ -11,11 +11,13 @@ from gan_modules.nets.common import (
     OUTPUT_RANGES,
     as_shape,
     check_size,
+    check_pack,
     check_sizes,
     keras_init_,
     make_output_activation,
     make_minibatch_discrimination,
     numel,
+    pack_samples,
 )
 
 ACTIVATIONS = ("relu", "leaky_relu", "selu", "tanh")
@@ -77,7 +79,8 @@ class MLPDiscriminator(nn.Module):
     Stabilisers, all off by default: ``minibatch_stddev`` appends the ProGAN minibatch standard
     deviation and then ``minibatch_discrimination`` (``{num_kernels, kernel_dim}``) appends
     Salimans et al.'s closeness features, both just before the final Linear; ``spectral_norm``
-    normalises every Linear.
+    normalises every Linear. ``pack`` (PacGAN's m) judges m samples at once, their features
+    concatenated: the first Linear takes m times the sample size and D returns B/m logits.
     """
 
     def __init__(
@@ -91,13 +94,15 @@ class MLPDiscriminator(nn.Module):
         minibatch_discrimination: Mapping[str, int] | None = None,
         minibatch_stddev: bool = False,
         spectral_norm: bool = False,
+        pack: int = 1,
     ) -> None:
         super().__init__()
         _check_init(init)
         self.in_shape = as_shape(in_shape)
+        self.pack = check_pack(pack)
         hidden = check_sizes("hidden", hidden)
         layers: list[nn.Module] = [nn.Flatten()]
-        width = numel(self.in_shape)
+        width = self.pack * numel(self.in_shape)
         for h in hidden:
             layers += [nn.Linear(width, h), _activation(activation, negative_slope)]
             if dropout > 0:
@@ -127,8 +132,8 @@ class MLPDiscriminator(nn.Module):
         return int(self.net[-1].in_features)
 
     def features(self, x: Tensor) -> Tensor:
-        """Everything before the last Linear: ``(B, feature_dim)``."""
-        return self.net[:-1](x)
+        """Everything before the last Linear: ``(B / pack, feature_dim)``."""
+        return self.net[:-1](pack_samples(x, self.pack))
 
     def logit(self, features: Tensor) -> Tensor:
         return self.net[-1](features).view(-1)

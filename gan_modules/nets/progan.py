@@ -23,7 +23,15 @@ from typing import Sequence
 from torch import Tensor, nn
 
 from gan_modules.nets.layers import EqualizedConv2d, EqualizedLinear, MinibatchStdDev, PixelNorm
-from gan_modules.nets.common import OUTPUT_RANGES, DiscriminatorOutput, check_size, image_shape, make_output_activation
+from gan_modules.nets.common import (
+    OUTPUT_RANGES,
+    DiscriminatorOutput,
+    check_pack,
+    check_size,
+    image_shape,
+    make_output_activation,
+    pack_samples,
+)
 from gan_modules.nets.progressive import ProgressiveNet, channels_at, downsample, fade, upsample
 
 
@@ -69,16 +77,19 @@ class ProGANGenerator(ProgressiveNet):
 
 class ProGANDiscriminator(ProgressiveNet):
     """Discriminator (critic) for ``in_shape`` (C, R, R) that shrinks with the generator's stage:
-    at stage ``s`` it takes ``4 * 2^s`` pixel images. Returns one logit per sample."""
+    at stage ``s`` it takes ``4 * 2^s`` pixel images. Returns one logit per sample, or with ``pack``
+    (PacGAN's m) one per group of m samples stacked along the channels: every "from RGB" conv then
+    takes m*C channels (the minibatch stddev groups packed samples)."""
 
     def __init__(self, in_shape: Sequence[int], channel_base: int = 8192, max_channels: int = 512,
-                 mbstd_group_size: int = 4) -> None:
+                 mbstd_group_size: int = 4, pack: int = 1) -> None:
         shape = image_shape(in_shape, "ProGANDiscriminator")
         super().__init__(shape[1])
         self.in_shape = shape
+        self.pack = check_pack(pack)
         check_size("mbstd_group_size", mbstd_group_size)
         width = [channels_at(4 * 2**s, channel_base, max_channels) for s in range(self.num_stages)]
-        self.from_rgb = nn.ModuleList(nn.Sequential(*_conv_act(shape[0], w, kernel=1)) for w in width)
+        self.from_rgb = nn.ModuleList(nn.Sequential(*_conv_act(self.pack * shape[0], w, kernel=1)) for w in width)
         # blocks[s - 1] takes stage s's features (width[s], 4*2^s pixels) to stage s - 1's.
         self.blocks = nn.ModuleList(
             nn.Sequential(*_conv_act(width[s], width[s]), *_conv_act(width[s], width[s - 1]), nn.AvgPool2d(2))
@@ -101,6 +112,9 @@ class ProGANDiscriminator(ProgressiveNet):
                 "datamodule serves the current resolution (callbacks=progressive); without it the "
                 "networks are fully grown and take the dataset's full size."
             )
+        # Packed before the fade's downsampling too: average pooling acts per channel, so packing
+        # and downsampling commute.
+        x = pack_samples(x, self.pack)
         h = self.from_rgb[stage](x)
         if stage > 0:
             h = self.blocks[stage - 1](h)
