@@ -15,7 +15,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -55,6 +55,40 @@ def check_fraction(name: str, value: Any) -> float:
     return float(value)
 
 
+def dataset_labels(dataset: Dataset) -> torch.Tensor:
+    """The int64 labels ``(N,)`` of a dataset of ``(x, y)`` items: read from ``labels`` (this package's
+    image datasets) or a TensorDataset's second tensor without loading images, else item by item."""
+    labels = getattr(dataset, "labels", None)
+    if isinstance(labels, torch.Tensor):
+        return labels.to(torch.int64)
+    if isinstance(dataset, TensorDataset) and len(dataset.tensors) > 1:
+        return dataset.tensors[1].to(torch.int64)
+    return torch.as_tensor([int(dataset[i][1]) for i in range(len(dataset))], dtype=torch.int64)  # type: ignore[arg-type]
+
+
+def subset_indices(num_samples: int, size: int, seed: int, labels: torch.Tensor | None = None) -> torch.Tensor:
+    """The first ``size`` positions of a fixed permutation (``seed``) of ``num_samples`` samples, sorted.
+
+    With labels (all >= 0), class-balanced: the permutation is dealt round-robin over the classes in
+    ascending order (each round takes every class's next sample in permutation order), so each class
+    gets ``size // K`` samples and the remainder goes one each to the lowest class ids; a class that runs
+    out leaves its share to the others. Either way a smaller subset is part of every larger one.
+    ``labels`` None (or any -1): the first ``size`` of the permutation.
+    """
+    n = num_samples
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    if labels is None or bool((labels < 0).any()):
+        return order[:size].sort().values
+    permuted = labels[order]
+    # Each sample's rank within its class in permutation order: round r deals every class's r-th sample.
+    rank = torch.empty(n, dtype=torch.int64)
+    for cls in permuted.unique():
+        members = (permuted == cls).nonzero().flatten()
+        rank[members] = torch.arange(members.numel())
+    dealing_order = torch.argsort(rank * (int(permuted.max()) + 1) + permuted)  # by (round, class id)
+    return order[dealing_order[:size]].sort().values
+
+
 def _parse_value_range(value_range: Any) -> tuple[float, float] | None:
     if value_range is None:
         return None
@@ -88,6 +122,10 @@ class GANDataModule(pl.LightningDataModule):
     fills ``train_dataset``, ``val_dataset`` and ``test_dataset``) and
     ``_shape_hint`` (which config keys change the sample shape). They must call
     ``self._check_declared_shape()`` at the end of their constructor.
+
+    ``subset=N`` (limited-data experiments) trains on N samples of the training split only: the
+    first N of a permutation fixed by ``subset_seed`` (not the run's seed, so runs with different
+    seeds and the same N see the same samples), class-balanced for labelled data (``subset_indices``).
     """
 
     #: Text telling the user which config keys set the sample shape.
@@ -104,6 +142,8 @@ class GANDataModule(pl.LightningDataModule):
         seed: int = 0,
         num_classes: int | None = None,
         feature_net: str | None = None,
+        subset: int | None = None,
+        subset_seed: int = 0,
     ) -> None:
         super().__init__()
         # The shipped feature network (gan_modules/metrics/weights/<name>.pt) that scores samples of
@@ -122,6 +162,11 @@ class GANDataModule(pl.LightningDataModule):
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ValueError(f"seed must be an integer, got {seed!r}")
         self.seed = seed
+        if subset is not None and (isinstance(subset, bool) or not isinstance(subset, int) or subset < 1):
+            raise ValueError(f"dataset.subset must be an integer >= 1 (training samples to use) or null for all of "
+                             f"them, got {subset!r}")
+        self.subset = subset
+        self.subset_seed = check_int("subset_seed", subset_seed, 0)
         self.train_dataset: Dataset | None = None
         self.val_dataset: Dataset | None = None
         self.test_dataset: Dataset | None = None
@@ -209,6 +254,25 @@ class GANDataModule(pl.LightningDataModule):
         if self.train_dataset is not None:
             return
         self._load()
+        self._apply_subset()
+
+    def _apply_subset(self) -> None:
+        """Keep ``subset`` samples of the training split. The subset is taken after ``_load`` has held
+        out the validation/test samples (``val_size``, ``test_fraction``): the held-out set then stays
+        the same for every N, so validation numbers compare across subset sizes, and the N training
+        samples are never validation samples. Val/test datasets that are the training set itself (no
+        held-out share) keep all of it, so scores are still measured against the whole data."""
+        if self.subset is None:
+            return
+        assert self.train_dataset is not None
+        n = len(self.train_dataset)  # type: ignore[arg-type]
+        if self.subset > n:
+            raise ValueError(
+                f"dataset.subset={self.subset} is larger than the training set of {type(self).__name__}, which has "
+                f"{n} samples (after any validation/test hold-out); use dataset.subset <= {n}, or null for all"
+            )
+        labels = dataset_labels(self.train_dataset) if self.num_classes is not None else None
+        self.train_dataset = Subset(self.train_dataset, subset_indices(n, self.subset, self.subset_seed, labels).tolist())
 
     def _ensure_setup(self) -> None:
         if self.train_dataset is None:

@@ -52,6 +52,8 @@ TOP_INTEGERS: tuple[tuple[str, int, bool, str], ...] = (
     ("dataset.num_workers", 0, False, "data-loading processes; 0 loads in the main process"),
     ("dataset.image_size", 1, False, "image side in pixels"),
     ("dataset.val_size", 0, False, "training images held out for validation"),
+    ("dataset.subset", 1, True, "training samples used; null for all of them"),
+    ("dataset.subset_seed", 0, False, "the seed of the subset's fixed permutation"),
     ("dataset.num_samples", 1, False, "samples drawn"),
     ("dataset.channels", 1, False, "image channels"),
     ("dataset.num_classes", 1, True, "classes; null for unlabelled data"),
