@@ -6,6 +6,9 @@ then differentiate through it). It must therefore be differentiable with respect
 ``observe`` lets an adaptive pipeline read D's outputs on the (augmented) reals of each D step;
 what it returns from ``statistics`` is logged every step. Its state (e.g. ADA's probability) lives in
 buffers, so it is saved in checkpoints with the module and restored on resume.
+
+Here: ``NoAugmentation`` (augment=none), ``DiffAugment`` (augment=diffaugment) and
+``AdaptiveAugmentation`` (augment=ada); docs/augmentation.md describes their options.
 """
 from __future__ import annotations
 
