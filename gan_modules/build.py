@@ -82,10 +82,13 @@ def validate_setup(module: GANModule | AutoencoderModule, datamodule: Any) -> No
         validate_autoencoder_setup(module, datamodule)
         return
     generator, discriminator = module.generator, module.discriminator
+    # A packing D (model.discriminator.pack=m, PacGAN) judges m samples at once: give it 2 groups.
+    pack = int(getattr(discriminator, "pack", 1))
     labels = _check_classes(module.num_classes, datamodule)
+    labels = None if labels is None else labels.repeat_interleave(pack)
     data_shape = tuple(datamodule.sample_shape)
     with eval_mode(generator), torch.no_grad():
-        sample = call_generator(generator, torch.randn(2, generator.z_dim), labels)
+        sample = call_generator(generator, torch.randn(2 * pack, generator.z_dim), labels)
     if tuple(sample.shape[1:]) != data_shape:
         raise ValueError(
             f"The generator makes samples of shape {list(sample.shape[1:])} but the dataset gives "
@@ -106,7 +109,8 @@ def validate_setup(module: GANModule | AutoencoderModule, datamodule: Any) -> No
     logits = judged.logits
     if logits.shape != (2,):
         raise ValueError(
-            f"The discriminator must return one logit per sample (shape [batch]); it returned {list(logits.shape)}."
+            f"The discriminator must return one logit per sample (per group of {pack} with packing; here shape "
+            f"[2]); it returned {list(logits.shape)}."
         )
     if module.loss.augment is not None:
         module.loss.augment.check_data(data_shape)
