@@ -33,7 +33,8 @@ def compose_config(overrides: list[str], config_name: str = "train") -> DictConf
 MOVED_KEYS = (("module.", "model."), ("optimizer.", "model.optimizer."), ("loss.", "model.loss."),
               ("scheduler.", "model.scheduler."), ("model.system.", "model."),
               ("model.discriminator.class_weight", "model.loss.class_weight"),
-              ("model.discriminator.classify_fakes", "model.loss.classify_fakes"))
+              ("model.discriminator.classify_fakes", "model.loss.classify_fakes"),
+              ("augment.", "model.loss.augment."))
 
 
 def moved_key_message(overrides: list[str]) -> str | None:

@@ -160,7 +160,8 @@ def test_size_and_range_mismatches_are_startup_errors(tmp_path):
                                              ("optimizer.d.lr=1e-4", "model.optimizer.d.lr=1e-4"),
                                              ("loss.r1_weight=5", "model.loss.r1_weight=5"),
                                              ("model.system.kl_weight=0.5", "model.kl_weight=0.5"),
-                                             ("model.discriminator.class_weight=3", "model.loss.class_weight=3")])
+                                             ("model.discriminator.class_weight=3", "model.loss.class_weight=3"),
+                                             ("augment.p=0.3", "model.loss.augment.p=0.3")])
 def test_a_key_that_moved_into_the_model_node_is_named_with_its_new_path(override, fixed):
     from gan_modules.config import moved_key_message
 
