@@ -2,6 +2,7 @@
 reverse KL (2,500 samples, 3 std), per recipe and loss.
 
     python benchmarks/toy2d.py --data ring grid --seeds 0 1 2 3 4 5 6 7 8 9 --losses non_saturating
+    python benchmarks/toy2d.py --extra model.discriminator.pack=4 --tag _pack4   # PacGAN, 10 seeds
 
 Appends one JSON line per run to benchmarks/results/toy2d.jsonl and prints a markdown table
 (median [min, max] over seeds, and how many seeds capture every mode with >= 95 % high quality).
@@ -37,7 +38,7 @@ def run_one(data: str, loss: str, seed: int, extra: list[str], tag: str = "") ->
     out = subprocess.run([sys.executable, "evaluate.py", f"checkpoint={run_dir / 'checkpoints' / 'last.ckpt'}",
                           f"seed={seed}"], cwd=ROOT, check=True, capture_output=True, text=True)
     metrics = json.loads(out.stdout.strip().splitlines()[-1])["metrics"]
-    record = {"data": data, "loss": loss, "seed": seed, "train_seconds": round(seconds, 1), "overrides": overrides[:-1],
+    record = {"data": data, "loss": loss, "tag": tag, "seed": seed, "train_seconds": round(seconds, 1), "overrides": overrides[:-1],
               "metrics": metrics, "date": date.today().isoformat()}
     append_record("toy2d.jsonl", record)
     return record
@@ -48,7 +49,7 @@ def table(records: list[dict]) -> str:
              "|---|---|---|---|---|---|---|"]
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in records:
-        groups.setdefault((r["data"], r["loss"]), []).append(r)
+        groups.setdefault((r["data"], r["loss"] + r.get("tag", "")), []).append(r)
     for (data, loss), rs in groups.items():
         def cell(key: str, scale: float = 1.0) -> str:
             values = [r["metrics"][key] * scale for r in rs]
@@ -67,8 +68,9 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=list(range(10)))
     parser.add_argument("--extra", nargs="*", default=[], help="more overrides for every run")
     parser.add_argument("--jobs", type=int, default=1, help="runs at once (separate processes)")
+    parser.add_argument("--tag", default="", help="suffix for the run folders and the table's loss column, e.g. _pack4")
     args = parser.parse_args()
-    calls = [(d, loss, s, args.extra) for d in args.data for loss in args.losses for s in args.seeds]
+    calls = [(d, loss, s, args.extra, args.tag) for d in args.data for loss in args.losses for s in args.seeds]
     records = run_all(run_one, calls, args.jobs)
     print(table(records))
 
