@@ -44,7 +44,7 @@ from gan_modules.checkpoints import (UntrustedCheckpointError, build_from_config
                                      load_generator, load_weights)
 from gan_modules.images import save_grid
 from gan_modules.nets.conditional import check_labels, cycling_labels, is_conditional
-from gan_modules.sampling import chunked_latents
+from gan_modules.sampling import chunked_latents, sample_in_batches
 from gan_modules.style_sampling import Truncated, is_style_based
 
 PROJECT = "gan-lightning"
@@ -57,6 +57,7 @@ SAMPLES_FILE = "samples.png"
 FOLDER_FILES = (CONFIG_FILE, WEIGHTS_FILE, CARD_FILE, SAMPLES_FILE)
 GRID_SEED = 0
 GRID_ROWS = 8
+GRID_MAX_CLASSES = 16  # a conditional grid shows classes 0..15 of a model with more
 LATENT_CHUNK = 500  # generate.py's default batch_size: the same seed gives the same z as generate.py
 
 
@@ -88,7 +89,7 @@ def sample_images(network: nn.Module, n: int, seed: int = 0, labels: Sequence[in
     ``truncation_psi``, and its per-layer noise is drawn from ``seed`` too, so the same call always
     gives the same images. The global random state is left as it was.
     """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:  # 2.5 images must not become 2
         raise ValueError(f"sample takes a whole number of images n >= 1, got {n!r}.")
     device = next(iter(network.parameters()), torch.empty(0)).device
     conditional = is_conditional(network)
@@ -103,18 +104,19 @@ def sample_images(network: nn.Module, n: int, seed: int = 0, labels: Sequence[in
         label_tensor = None
     if truncation_psi != 1.0:
         network = Truncated(network, float(truncation_psi))  # a clear error for a generator without styles
-    z = chunked_latents(n, int(network.z_dim), int(seed), LATENT_CHUNK).to(device)
+    z = chunked_latents(n, int(network.z_dim), int(seed), LATENT_CHUNK)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(int(seed))  # the style noise of StyleGAN layers
-        images = network(z) if label_tensor is None else network(z, label_tensor.to(device))
-    return images.float().cpu()
+        return sample_in_batches(network, z, label_tensor, LATENT_CHUNK, device)
 
 
-def grid_labels(network: nn.Module) -> tuple[int, int]:
-    """(images, images per row) of the card's sample grid: 8 x 8, or one class per column."""
+def grid_layout(network: nn.Module) -> tuple[int, int, list[int] | None]:
+    """(images, images per row, labels) of the card's sample grid: 8 x 8, or one class per column
+    (the first ``GRID_MAX_CLASSES`` classes)."""
     if is_conditional(network):
-        return GRID_ROWS * int(network.num_classes), int(network.num_classes)
-    return GRID_ROWS * 8, 8
+        columns = min(int(network.num_classes), GRID_MAX_CLASSES)
+        return GRID_ROWS * columns, columns, [i % columns for i in range(GRID_ROWS * columns)]
+    return GRID_ROWS * 8, 8, None
 
 
 class HubGenerator(nn.Module, ModelHubMixin, library_name=PROJECT,
@@ -259,7 +261,11 @@ def load(path: str | os.PathLike, trust: bool = False) -> HubGenerator:
     network = build_from_config(node, folder / CONFIG_FILE, "network")
     if not isinstance(network, nn.Module):
         raise ModelFolderError(f"{folder / CONFIG_FILE}: its network builds a {type(network).__name__}, not a network.")
-    load_weights(network, state, folder / WEIGHTS_FILE, "generator")
+    try:
+        load_weights(network, state, folder / WEIGHTS_FILE, "generator")
+    except ValueError as err:
+        raise ModelFolderError(f"{err} (For a model folder: download it again, or export it anew with "
+                               "`python export.py checkpoint=... format=hub`.)") from err
     mismatched = [f"{key}={config.get(key)!r} (the network has {value!r})"
                   for key, value in (("z_dim", int(getattr(network, "z_dim", -1))),
                                      ("num_classes", network.num_classes if is_conditional(network) else None))
@@ -289,8 +295,9 @@ def write_weights_and_config(network: nn.Module, config: dict[str, Any], folder:
 
 
 def write_sample_grid(network: nn.Module, config: dict[str, Any], folder: Path) -> Path:
-    n, nrow = grid_labels(network)
-    return save_grid(sample_images(network, n, GRID_SEED), folder / SAMPLES_FILE, config.get("data_range"), nrow=nrow)
+    n, nrow, labels = grid_layout(network)
+    images = sample_images(network, n, GRID_SEED, labels)
+    return save_grid(images, folder / SAMPLES_FILE, config.get("data_range"), nrow=nrow)
 
 
 def check_output_folder(output: Path, overwrite: bool) -> None:
@@ -630,10 +637,12 @@ def model_card(config: dict[str, Any], run_cfg: DictConfig, raw: dict[str, Any],
             config["network"]["_target_"].rsplit(".", 1)[-1].lower()]
     front = ModelCardData(library_name=PROJECT, tags=tags,
                           pipeline_tag=None if conditional else "unconditional-image-generation").to_yaml()
-    n, nrow = grid_labels(network)
+    n, nrow, labels = grid_layout(network)
     shape = " x ".join(str(s) for s in config["image_shape"])
-    grid_text = (f"{n // nrow} rows x {nrow} columns, one class per column (class 0 on the left)" if conditional
-                 else f"{n // nrow} x {nrow}")
+    grid_text = (f"{n // nrow} rows x {nrow} columns, one class per column (classes 0 to {nrow - 1}, left to right)"
+                 if conditional else f"{n // nrow} x {nrow}")
+    grid_call = f"generator.sample({n}, seed={GRID_SEED}" + (
+        f", labels=[i % {nrow} for i in range({n})])" if conditional else ")")
     labels_line = "images = generator.sample(10, seed=0, labels=[3] * 10)  # ten images of class 3\n" if conditional else ""
     psi_line = "images = generator.sample(16, seed=0, truncation_psi=0.7)  # the truncation trick\n" \
         if config["style_based"] else ""
@@ -652,11 +661,11 @@ def model_card(config: dict[str, Any], run_cfg: DictConfig, raw: dict[str, Any],
         f"- Global step (Lightning's optimizer steps, D steps included): {lengths['global_step']}",
         f"- Generator steps: {lengths['generator_steps'] if lengths['generator_steps'] is not None else 'n/a (an autoencoder: one step per batch)'}",
         f"- Images shown: {images_shown if images_shown is not None else 'unknown'} ({lengths['images_note']})",
-        f"- Epoch (Lightning's counter, from 0): {lengths['epoch']}", "",
+        f"- Epoch (Lightning's counter, from 0): {lengths['epoch']}", *growth_note(network), "",
         "## Metrics\n", *_metric_lines(run_dir, checkpoint), "",
         "## Samples\n",
         f"![samples]({SAMPLES_FILE})\n",
-        f"`{SAMPLES_FILE}`: {grid_text}, seed {GRID_SEED} (`generator.sample({n}, seed={GRID_SEED})`).\n",
+        f"`{SAMPLES_FILE}`: {grid_text}, seed {GRID_SEED} (`{grid_call}`).\n",
         "## Use\n",
         f"With {PROJECT} installed (`pip install -e .` in its checkout):\n",
         "```python\nimport torch\nfrom gan_modules.hub import load\n\n"
@@ -678,6 +687,16 @@ def model_card(config: dict[str, Any], run_cfg: DictConfig, raw: dict[str, Any],
         f"{FORMAT} v{FORMAT_VERSION}).",
     ]
     return "\n".join(sections) + "\n"
+
+
+def growth_note(network: nn.Module) -> list[str]:
+    """A line for a progressive generator exported before it was fully grown."""
+    from gan_modules.nets.progressive import fully_grown
+
+    if fully_grown(network):
+        return []
+    return [f"- Not fully grown: exported at stage {int(network.stage)} of {network.num_stages - 1} (fade-in alpha "
+            f"{float(network.alpha):.2f}), so it makes smaller images than the data's full size."]
 
 
 def minimal_card(config: dict[str, Any]) -> str:

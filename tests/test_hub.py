@@ -138,6 +138,8 @@ def test_labels_and_truncation_are_checked(folders):
         conditional.sample(3, labels=[1])
     with pytest.raises(ValueError):
         conditional.sample(2, labels=[1, 10])  # class 10 of 10
+    with pytest.raises(ValueError, match="whole number"):
+        conditional.sample(2.5)
     class_three = conditional.sample(4, seed=2, labels=[3] * 4)
     assert torch.equal(class_three, conditional(hub.chunked_latents(4, 8, 2, hub.LATENT_CHUNK), torch.full((4,), 3)))
 
@@ -386,6 +388,13 @@ def test_sample_grid_of_a_conditional_model_has_one_class_per_column(folders):
         expected = generator(z[index:index + 1], torch.tensor([column]))[0, 0].detach()  # class = column
         cell = grid[2 + row * CELL: row * CELL + CELL, 2 + column * CELL: column * CELL + CELL]
         assert np.abs(cell - ((expected.numpy() + 1) / 2).clip(0, 1)).max() <= 1.01 / 255
+
+
+def test_grid_of_a_model_with_many_classes_shows_the_first_sixteen():
+    from types import SimpleNamespace
+
+    n, columns, labels = hub.grid_layout(SimpleNamespace(num_classes=1000, takes_labels=True))
+    assert (n, columns) == (8 * 16, 16) and labels[:17] == [*range(16), 0]
 
 
 # --- huggingface_hub ----------------------------------------------------------------------------
