@@ -561,7 +561,7 @@ def _recipe_lines(run_cfg: DictConfig, choices: dict[str, Any], overrides: list[
     model = run_cfg.model
     lines = []
     if choices:
-        keys = ", ".join(f"{group}={choices.get(group)}" for group in ("model", "loss", "optimizer", "augment",
+        keys = ", ".join(f"{group}={choices.get(group) or 'none'}" for group in ("model", "loss", "optimizer", "augment",
                                                                         "experiment") if group in choices)
         lines.append(f"- Config choices: {keys}.")
     else:
@@ -614,9 +614,9 @@ def _metric_lines(run_dir: Path, checkpoint: Path) -> list[str]:
         lines.append("Not evaluated: the run folder holds no evaluation results. Score the checkpoint with\n")
         lines.append(f"    python evaluate.py checkpoint={checkpoint} json={run_dir / 'evaluation.json'}\n")
         lines.append("and export again: the card then lists the figures with their protocol.\n")
-    lines.append("The project's metrics use its own feature network for each dataset, not the FID Inception "
-                 "network: the numbers compare with other runs of this project scored the same way, not with "
-                 "figures in papers.")
+    lines.append("Unless its protocol names the FID Inception network, a figure here is in the project's own "
+                 "feature space (a small network per dataset): it compares with other runs of this project scored "
+                 "the same way, not with figures in papers.")
     return lines
 
 

@@ -51,6 +51,12 @@ def checkpoints(tmp_path_factory) -> dict[str, Path]:
     result = {"metrics": {"fid": 123.5, "kid": 0.25}, "floor": {"fid": 1.5, "kid": 0.001},
               "protocol": {"num_fake": 10000, "split": "test", "feature_net": "digits"}}
     (run_dir / "evaluation.json").write_text(json.dumps(result))
+    # What Hydra records when train.py runs from the command line (train() called here does not).
+    (run_dir / ".hydra").mkdir()
+    choices = {"model": "stylegan2", "loss": "non_saturating", "optimizer": "adam_fast", "augment": "none",
+               "experiment": None, "dataset": "digits"}
+    (run_dir / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump({"hydra": {"runtime": {"choices": choices}}}))
+    (run_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([*TINY_DIGITS, *TINY_STYLEGAN2]))
     return {"dcgan_ema": GOLDEN / "wgan_gp.ckpt", "conditional": GOLDEN / "cgan_dcgan_acgan.ckpt",
             "vae": GOLDEN / "vae.ckpt", "stylegan2": run_dir / "checkpoints" / "last.ckpt"}
 
@@ -370,6 +376,10 @@ def test_model_card_reports_the_run_folders_evaluation(folders):
     assert "| fid | 123.5 | 1.5 |" in card and "Protocol: num_fake: 10000; split: test" in card
     assert "Not evaluated" not in card
     assert "truncation_psi=0.7" in card and "unconditional-image-generation" in front_matter(card)["tags"]
+    assert "Config choices: model=stylegan2, loss=non_saturating, optimizer=adam_fast, augment=none, " \
+        "experiment=none" in card
+    assert f"`python train.py {' '.join([*TINY_DIGITS, *TINY_STYLEGAN2])}`" in card
+    assert "# StyleGAN2Generator trained on digits" in card
 
 
 @pytest.mark.parametrize("name,columns", [("dcgan_ema", 8), ("conditional", 10)])
