@@ -2,9 +2,14 @@
 
     python evaluate.py checkpoint=logs/train/runs/<time>/checkpoints/last.ckpt
     python evaluate.py samples=samples.npz dataset=fashion_mnist num_real=10000
+    python evaluate.py checkpoint=... features=inception protocol=fid50k_full device=cuda
+    python evaluate.py checkpoint=... features=inception inception_weights=~/weights-inception-2015-12-05-6726825d.pth
 
 Prints a table and one JSON line (metrics, the real-vs-real floor, and the protocol). Image
-metrics use the project's own feature network, not Inception; the output says which one.
+metrics use the project's own feature network by default, or the standard FID Inception network
+(``features=inception``, weights from a local file; FID, KID, IS); the output says which one. Real
+images' features are cached (``stats_cache``), so a second evaluation against the same images
+embeds only the samples.
 """
 from __future__ import annotations
 
@@ -29,11 +34,16 @@ from gan_modules.images import to_unit_range
 from gan_modules.metrics.evaluation import (dataset_config, feature_net_name, score_images, score_points,
                                             unit_range_datamodule)
 from gan_modules.metrics.features import load_feature_net
+from gan_modules.metrics.inception import InceptionWeightsError, find_weights, load_inception
+from gan_modules.metrics.real_stats import default_cache_dir
 
 DEFAULTS = Path(__file__).resolve().parent / "conf" / "evaluate.yaml"
 
 
 INTEGERS = {"num_samples": 1, "num_real": 1, "seed": None, "crop": 1}  # option: smallest value (None: any)
+FEATURES = ("own", "inception")
+# Named protocols: the option values they stand for (options given on the command line still win).
+PROTOCOLS = {"fid50k_full": {"num_samples": 50000, "split": "train", "num_real": None, "floor": False}}
 
 
 def parse_args(argv: list[str]) -> DictConfig:
@@ -45,9 +55,26 @@ def parse_args(argv: list[str]) -> DictConfig:
     if unknown:
         raise SystemExit(f"evaluate.py: unknown option(s) {unknown}; options: {', '.join(cfg.keys())}")
     try:
-        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(argv))
+        given = OmegaConf.from_dotlist(argv)
+        protocol = given.get("protocol")
+        if protocol is not None and protocol not in PROTOCOLS:
+            raise SystemExit(f"evaluate.py: protocol must be one of {', '.join(PROTOCOLS)} (or null), got {protocol!r}")
+        cfg = OmegaConf.merge(cfg, PROTOCOLS.get(protocol, {}), given)
     except (OmegaConfBaseException, ValueError) as err:
         raise SystemExit(f"evaluate.py: cannot read the options {argv}: {str(err).splitlines()[0]}")
+    if cfg.features not in FEATURES:
+        raise SystemExit(f"evaluate.py: features must be one of {', '.join(FEATURES)}, got {cfg.features!r}")
+    if cfg.features == "inception" and cfg.feature_net is not None:
+        raise SystemExit("evaluate.py: feature_net names one of the project's own networks; with features=inception "
+                         "give inception_weights=PATH instead")
+    if cfg.features != "inception" and cfg.inception_weights is not None:
+        raise SystemExit("evaluate.py: inception_weights is read only with features=inception; add it")
+    try:
+        torch.device(str(cfg.device))
+    except RuntimeError as err:
+        raise SystemExit(f"evaluate.py: device={cfg.device!r} is not a device (cpu, cuda, cuda:1, ...)") from err
+    if str(cfg.device).startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit(f"evaluate.py: device={cfg.device} but this machine has no CUDA GPU; use device=cpu")
     if (cfg.checkpoint is None) == (cfg.samples is None):
         raise SystemExit("evaluate.py: give exactly one of checkpoint=PATH or samples=FILE.npz")
     if cfg.samples is not None and cfg.dataset is None:
@@ -60,6 +87,11 @@ def parse_args(argv: list[str]) -> DictConfig:
                 cfg[key] = whole_number(cfg[key], key, minimum)
     except ValueError as err:
         raise SystemExit(f"evaluate.py: {err}") from err
+    if cfg.features == "inception":  # before minutes of sampling, not after
+        try:
+            cfg.inception_weights = str(find_weights(cfg.inception_weights))
+        except InceptionWeightsError as err:
+            raise SystemExit(f"evaluate.py: {err}") from err
     if cfg.json:  # before minutes of scoring, not after
         try:
             check_output_path(str(cfg.json), "json")
@@ -69,7 +101,8 @@ def parse_args(argv: list[str]) -> DictConfig:
 
 
 @torch.no_grad()
-def samples_from_checkpoint(path: str, n: int, seed: int, trust: bool = False) -> tuple[torch.Tensor, DictConfig]:
+def samples_from_checkpoint(path: str, n: int, seed: int, trust: bool = False,
+                            device: str = "cpu") -> tuple[torch.Tensor, DictConfig]:
     try:
         generator, run_cfg = load_generator(path, trust=trust)
     except (ValueError, FileNotFoundError, OSError) as err:
@@ -77,7 +110,7 @@ def samples_from_checkpoint(path: str, n: int, seed: int, trust: bool = False) -
     z = chunked_latents(n, generator.z_dim, seed)
     # A conditional model is scored on every class equally often, as the test splits are balanced.
     labels = cycling_labels(n, generator.num_classes) if is_conditional(generator) else None
-    out = sample_in_batches(generator, z, labels)
+    out = sample_in_batches(generator.to(device), z, labels, device=device)
     if out.dim() == 4:  # the same uint8 quantisation an npz goes through
         out = (to_unit_range(out, generator.output_range) * 255).round() / 255
     return out, run_cfg
@@ -147,7 +180,8 @@ def center_crop(images: torch.Tensor, size: int) -> torch.Tensor:
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if cfg.checkpoint is not None:
-        fake, run_cfg = samples_from_checkpoint(cfg.checkpoint, cfg.num_samples, cfg.seed, bool(cfg.trust_checkpoint))
+        fake, run_cfg = samples_from_checkpoint(cfg.checkpoint, cfg.num_samples, cfg.seed, bool(cfg.trust_checkpoint),
+                                                str(cfg.device))
         data_cfg = dataset_config(cfg.dataset) if cfg.dataset else run_cfg.dataset
     else:
         fake, data_cfg = samples_from_npz(cfg.samples, cfg.num_samples), dataset_config(cfg.dataset)
@@ -160,11 +194,21 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         raise SystemExit(f"evaluate.py: samples have shape {list(fake.shape[1:])} (C x H x W), the dataset "
                          f"{list(datamodule.sample_shape)}: give the dataset the samples were trained on, or crop=N "
                          "for samples of a padded dataset.")
-    name = cfg.feature_net or feature_net_name(data_cfg)
-    if name is None:
-        raise SystemExit("evaluate.py: no shipped feature network for this dataset; pass feature_net=NAME")
-    net, info = load_feature_net(name)
-    result = score_images(fake, datamodule, net, info, cfg.split, cfg.num_real, cfg.seed, cfg.floor)
+    if cfg.features == "inception":
+        try:
+            net, info = load_inception(cfg.inception_weights)
+        except InceptionWeightsError as err:
+            raise SystemExit(f"evaluate.py: {err}") from err
+        net.to(str(cfg.device))
+    else:
+        name = cfg.feature_net or feature_net_name(data_cfg)
+        if name is None:
+            raise SystemExit("evaluate.py: no shipped feature network for this dataset; pass feature_net=NAME, or "
+                             "features=inception")
+        net, info = load_feature_net(name)
+    cache = None if cfg.stats_cache in (None, False) else \
+        (default_cache_dir() if cfg.stats_cache == "auto" else Path(str(cfg.stats_cache)).expanduser())
+    result = score_images(fake, datamodule, net, info, cfg.split, cfg.num_real, cfg.seed, cfg.floor, cache)
     result["protocol"]["crop"] = cfg.crop
     return result
 

@@ -5,6 +5,10 @@ against ``num_real`` held-out real images (cached features, so each check costs 
 pass and one feature pass), the figures are logged as ``quality/<metric>``, and
 ``<dirpath>/best.ckpt`` is rewritten when ``monitor`` improves. 2-D toy data is scored with the
 mode-coverage protocol instead (monitor e.g. ``high_quality`` with mode ``max``).
+
+``features=inception`` scores in the standard FID Inception network's space instead (FID, KID and IS;
+weights from ``inception_weights`` or torch hub's cache, see metrics/inception.py), on the training
+device. The real images' features are cached across runs (``stats_cache``, metrics/real_stats.py).
 """
 from __future__ import annotations
 
@@ -15,8 +19,10 @@ import pytorch_lightning as pl
 import torch
 
 from gan_modules.images import to_unit_range
-from gan_modules.metrics.evaluation import embed, score_features, take
+from gan_modules.metrics.evaluation import embed, network_name, sample_set, score_features, score_inception, take
 from gan_modules.metrics.features import load_feature_net
+from gan_modules.metrics.inception import load_inception
+from gan_modules.metrics.real_stats import default_cache_dir, real_features
 from gan_modules.metrics.modes import mode_statistics
 from gan_modules.nets.common import eval_mode
 from gan_modules.nets.conditional import cycling_labels
@@ -27,7 +33,13 @@ from gan_modules.steps import training_steps
 
 class SampleQuality(pl.Callback):
     def __init__(self, dirpath: str, every_n_steps: int = 1000, num_samples: int = 2000, num_real: int = 2000,
-                 monitor: str = "fid", mode: str = "min", feature_net: str | None = None, seed: int = 0) -> None:
+                 monitor: str = "fid", mode: str = "min", feature_net: str | None = None, seed: int = 0,
+                 features: str = "own", inception_weights: str | None = None, stats_cache: str | None = "auto") -> None:
+        if features not in ("own", "inception"):
+            raise ValueError(f"callbacks.quality.features must be 'own' or 'inception', got {features!r}.")
+        if features == "inception" and feature_net is not None:
+            raise ValueError("callbacks.quality.feature_net names one of the project's own networks; with "
+                             "features=inception set callbacks.quality.inception_weights instead.")
         if mode not in ("min", "max"):
             raise ValueError(f"callbacks.quality.mode must be 'min' or 'max', got {mode!r}.")
         if every_n_steps < 1 or num_samples < 2 or num_real < 2:
@@ -35,6 +47,8 @@ class SampleQuality(pl.Callback):
         self.dirpath = Path(dirpath)
         self.every_n_steps, self.num_samples, self.num_real = every_n_steps, num_samples, num_real
         self.monitor, self.mode, self.feature_net_name, self.seed = monitor, mode, feature_net, seed
+        self.features, self.inception_weights = features, inception_weights
+        self.stats_cache = default_cache_dir() if stats_cache == "auto" else stats_cache
         self.best: float | None = None
         self._real: Any = None
 
@@ -49,14 +63,21 @@ class SampleQuality(pl.Callback):
         self._toy = not dm.is_image
         if self._toy:
             return
-        name = self.feature_net_name or getattr(dm, "feature_net", None)  # dataset.feature_net
-        if name is None:
-            raise ValueError(f"No feature network fits {type(dm).__name__} (dataset.feature_net is null): set "
-                             "dataset.feature_net or callbacks.quality.feature_net, "
-                             "or callbacks.quality=null.")
-        self.net, self.info = load_feature_net(name)
+        if self.features == "inception":  # a missing or wrong weights file stops here, before training
+            self.net, self.info = load_inception(self.inception_weights, options="callbacks.quality.")
+            self.net.to(pl_module.device)
+        else:
+            name = self.feature_net_name or getattr(dm, "feature_net", None)  # dataset.feature_net
+            if name is None:
+                raise ValueError(f"No feature network fits {type(dm).__name__} (dataset.feature_net is null): set "
+                                 "dataset.feature_net or callbacks.quality.feature_net, callbacks.quality.features="
+                                 "inception, or callbacks.quality=null.")
+            self.net, self.info = load_feature_net(name)
         x, y = take(dm.test_dataset, self.num_real, self.seed)
-        self._real = (embed(self.net, to_unit_range(x, dm.value_range)), y)  # ((features, probs), labels)
+        describe = {"dataset": type(dm).__name__, "split": "test", "network": network_name(self.info),
+                    "network_sha256": self.info["sha256"]}
+        self._real = real_features(to_unit_range(x, dm.value_range), y, lambda images: embed(self.net, images),
+                                   describe, self.stats_cache)
 
     @torch.no_grad()
     def score(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float]:
@@ -70,10 +91,14 @@ class SampleQuality(pl.Callback):
         if self._toy:
             stats = mode_statistics(fake, dm.modes, dm.std)
             return {k: float(v) for k, v in stats.items() if isinstance(v, (int, float))}
-        real, real_labels = self._real
+        real = self._real
         fake = (to_unit_range(fake, generator.output_range) * 255).round() / 255  # as an npz would store it
-        return score_features(real, embed(self.net, fake), real_labels, self.net.num_classes,
-                              kid_subset_size=min(1000, self.num_samples), seed=self.seed)
+        kid_subset_size = min(1000, self.num_samples, self.num_real)
+        if self.features == "inception":
+            self.net.to(pl_module.device)
+            return score_inception(real, sample_set(self.net, fake), seed=self.seed, kid_subset_size=kid_subset_size)
+        return score_features((real.features, real.probs), embed(self.net, fake), real.labels, self.net.num_classes,
+                              kid_subset_size=kid_subset_size, seed=self.seed)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
         # While a progressive generator grows, its samples are smaller than the data: score (and keep

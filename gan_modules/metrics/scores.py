@@ -72,6 +72,34 @@ def frechet_distance(real: Tensor, fake: Tensor) -> float:
     return float(metric.compute())
 
 
+def frechet_distance_from_statistics(mean_a: Tensor, cov_a: Tensor, mean_b: Tensor, cov_b: Tensor) -> float:
+    """The FID formula on two Gaussians given by their statistics (e.g. cached real ones):
+    ||mu_a - mu_b||^2 + Tr(S_a) + Tr(S_b) - 2 Tr((S_a S_b)^(1/2)).
+
+    The trace of the matrix square root is the sum of the square roots of the eigenvalues of S_a S_b
+    (real and non-negative for two covariance matrices, up to rounding, which ``.real`` drops).
+    """
+    mean_a, mean_b = mean_a.to(torch.float64), mean_b.to(torch.float64)
+    cov_a, cov_b = cov_a.to(torch.float64), cov_b.to(torch.float64)
+    if mean_a.shape != mean_b.shape or cov_a.shape != cov_b.shape:
+        raise ValueError(f"The two sets' statistics differ in size: {tuple(mean_a.shape)} vs {tuple(mean_b.shape)}.")
+    root_trace = torch.linalg.eigvals(cov_a @ cov_b).sqrt().real.sum()
+    return float((mean_a - mean_b).square().sum() + cov_a.trace() + cov_b.trace() - 2 * root_trace)
+
+
+def inception_score(probs: Tensor, splits: int = 10, seed: int = 0) -> tuple[float, float]:
+    """The Inception Score (Salimans et al. 2016) as papers report it: ``classifier_score`` on each of
+    ``splits`` equal parts of the samples (shuffled with ``seed``), as (mean, std) over the parts. The
+    std is the population one (numpy's default, as in the original code and torch-fidelity)."""
+    p = probs.detach().to("cpu", torch.float64)
+    if p.dim() != 2 or p.shape[0] < splits:
+        raise ValueError(f"The Inception Score with {splits} splits needs (N >= {splits}, classes) probabilities, "
+                         f"got shape {tuple(p.shape)}.")
+    order = torch.randperm(p.shape[0], generator=torch.Generator().manual_seed(seed))
+    scores = torch.tensor([classifier_score(part) for part in p[order].chunk(splits)])
+    return float(scores.mean()), float(scores.std(unbiased=False))
+
+
 def kernel_inception_distance(
     real: Tensor, fake: Tensor, subsets: int = 100, subset_size: int = 1000, seed: int = 0
 ) -> tuple[float, float]:
