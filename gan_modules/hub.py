@@ -208,10 +208,43 @@ def read_config(folder: Path) -> dict[str, Any]:
     return config
 
 
+NETWORK_PACKAGE = "gan_modules.nets."
+
+
+def non_network_targets(node: Any) -> list[str]:
+    """``_target_``s (at any depth) that the checkpoint allowlist accepts but that are not network
+    classes of ``gan_modules.nets``: a model folder builds a generator, never a datamodule, loss or
+    training system."""
+    from gan_modules.checkpoints import resolve_allowed
+
+    found: set[str] = set()
+
+    def visit(value: Any) -> None:
+        if isinstance(value, dict):
+            if "_target_" in value:
+                obj = resolve_allowed(value["_target_"])
+                if obj is not None and not (isinstance(obj, type) and issubclass(obj, nn.Module)
+                                            and obj.__module__.startswith(NETWORK_PACKAGE)):
+                    found.add(str(value["_target_"]))
+            for item in value.values():
+                visit(item)
+        elif isinstance(value, list):
+            for item in value:
+                visit(item)
+
+    visit(node)
+    return sorted(found)
+
+
 def check_network_config(config: dict[str, Any], folder: Path, trust: bool) -> DictConfig:
-    """config.json's network node, refused when it names anything outside the allowlist."""
-    node = OmegaConf.create({"network": config["network"]})
-    foreign = foreign_targets(node, sections=("network",))
+    """config.json's network node, refused when it names anything outside the allowlist (the
+    checkpoint allowlist, narrowed to the network classes), before anything it names is imported."""
+    try:
+        node = OmegaConf.create({"network": config["network"]})
+    except Exception as err:  # OmegaConf raises its own types for keys it cannot hold
+        raise ModelFolderError(f"{folder / CONFIG_FILE}: its network config cannot be read ({err}); export the "
+                               "folder again.") from err
+    foreign = sorted(set(foreign_targets(node, sections=("network",))) | set(non_network_targets(config["network"])))
     if foreign and not trust:
         raise UntrustedCheckpointError(
             f"{folder / CONFIG_FILE} asks to build {', '.join(foreign)}, which lies outside this project's networks: "

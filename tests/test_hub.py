@@ -193,7 +193,8 @@ def test_valid_safetensors_with_other_values_is_refused(folders, tmp_path):
 
 @pytest.mark.parametrize("target", ["os.system", "gan_modules.nets.dcgan.torch.save",
                                     "gan_modules.training.Path.write_text", "builtins.eval",
-                                    "gan_modules.nets.dcgan.DCGANGeneratorX", "test_hub.record_call"])
+                                    "gan_modules.nets.dcgan.DCGANGeneratorX", "tests.test_hub.record_call",
+                                    "gan_modules.gan.GANModule", "datamodules.image_folder.ImageFolderDataModule"])
 def test_config_naming_code_outside_the_allowlist_is_refused(target, folders, tmp_path):
     folder = copy_folder(folders["dcgan_ema"], tmp_path / "foreign")
     edit_config(folder, lambda c: c["network"].update(_target_=target))
