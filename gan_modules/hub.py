@@ -680,6 +680,9 @@ def model_card(config: dict[str, Any], run_cfg: DictConfig, raw: dict[str, Any],
     psi_line = "images = generator.sample(16, seed=0, truncation_psi=0.7)  # the truncation trick\n" \
         if config["style_based"] else ""
     images_shown = lengths["images_shown"]
+    generator_steps = lengths["generator_steps"]
+    if generator_steps is None:
+        generator_steps = "n/a (an autoencoder: one optimizer step per batch)"
     sections = [
         f"---\n{front}\n---\n",
         f"# {family} trained on {dataset}\n",
@@ -692,7 +695,7 @@ def model_card(config: dict[str, Any], run_cfg: DictConfig, raw: dict[str, Any],
         "## Recipe\n", *_recipe_lines(run_cfg, choices, overrides), "",
         "## Training length\n",
         f"- Global step (Lightning's optimizer steps, D steps included): {lengths['global_step']}",
-        f"- Generator steps: {lengths['generator_steps'] if lengths['generator_steps'] is not None else 'n/a (an autoencoder: one step per batch)'}",
+        f"- Generator steps: {generator_steps}",
         f"- Images shown: {images_shown if images_shown is not None else 'unknown'} ({lengths['images_note']})",
         f"- Epoch (Lightning's counter, from 0): {lengths['epoch']}", *growth_note(network), "",
         "## Metrics\n", *_metric_lines(run_dir, checkpoint), "",
