@@ -22,6 +22,7 @@ from gan_modules.nets.dcgan import DCGANDiscriminator
 from gan_modules.nets.dcgan_seed import SeedDCGANDiscriminator
 from gan_modules.nets.mlp import MLPDiscriminator
 from gan_modules.nets.progan import ProGANDiscriminator
+from gan_modules.nets.stylegan2 import StyleGAN2Discriminator
 from gan_modules.preflight import ConfigError, validate_config
 from gan_modules.training import train
 from tests.conftest import FAST, compose_train
@@ -34,6 +35,8 @@ BACKBONES: dict[str, tuple[Callable[..., nn.Module], tuple[int, ...], Callable[[
     "dcgan_seed": (SeedDCGANDiscriminator, (1, 8, 8), lambda d: d.net[0].in_channels),
     "progan": (functools.partial(ProGANDiscriminator, channel_base=64, max_channels=16), (3, 8, 8),
                lambda d: d.from_rgb[-1][0].in_channels),
+    "stylegan2": (functools.partial(StyleGAN2Discriminator, channel_base=64, max_channels=16), (3, 8, 8),
+                  lambda d: d.from_rgb.weight.shape[1]),
 }
 
 

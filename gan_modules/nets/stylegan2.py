@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gan_modules.nets.common import OUTPUT_RANGES, DiscriminatorOutput, check_size, image_shape, make_output_activation
+from gan_modules.nets.common import (OUTPUT_RANGES, DiscriminatorOutput, check_pack, check_size, image_shape,
+                                     make_output_activation, pack_samples)
 from gan_modules.nets.layers import ConstantInput, EqualizedConv2d, EqualizedLinear, MinibatchStdDev, NoiseInjection
 from gan_modules.nets.progressive import channels_at
 from gan_modules.nets.stylegan import NOISE_MODES, StyleLatents
@@ -209,17 +210,19 @@ class DiscriminatorBlock(nn.Module):
 class StyleGAN2Discriminator(nn.Module):
     """The residual discriminator: fromRGB at full resolution, residual blocks down to 4x4, then
     minibatch standard deviation, a 3x3 conv and two dense layers. Returns the logit per sample and
-    the last hidden features."""
+    the last hidden features; with ``pack`` = m (PacGAN) one per group of m consecutive samples,
+    concatenated along the channels (fromRGB takes m*C channels)."""
 
     def __init__(self, in_shape: Sequence[int], channel_base: int = 16384, max_channels: int = 512,
-                 mbstd_group_size: int = 4) -> None:
+                 mbstd_group_size: int = 4, pack: int = 1) -> None:
         super().__init__()
+        self.pack = check_pack(pack)
         shape = power_of_two_shape(in_shape, "StyleGAN2Discriminator")
         resolution = shape[1]
         self.in_shape = shape
         resolutions = [resolution // 2**i for i in range(int(math.log2(resolution)) - 1)]  # r, r/2, ..., 4
         channels = [channels_at(r, channel_base, max_channels) for r in resolutions]
-        self.from_rgb = EqualizedConv2d(shape[0], channels[0], 1)
+        self.from_rgb = EqualizedConv2d(self.pack * shape[0], channels[0], 1)
         self.blocks = nn.ModuleList(DiscriminatorBlock(a, b) for a, b in zip(channels[:-1], channels[1:]))
         last = channels[-1]
         self.mbstd = MinibatchStdDev(check_size("mbstd_group_size", mbstd_group_size))
@@ -229,8 +232,8 @@ class StyleGAN2Discriminator(nn.Module):
         self.feature_dim = last
 
     def features(self, x: Tensor) -> Tensor:
-        """The input of the last layer: ``(B, feature_dim)``."""
-        x = F.leaky_relu(self.from_rgb(x), 0.2)
+        """The input of the last layer: ``(B / pack, feature_dim)``."""
+        x = F.leaky_relu(self.from_rgb(pack_samples(x, self.pack)), 0.2)
         for block in self.blocks:
             x = block(x)
         x = F.leaky_relu(self.conv(self.mbstd(x)), 0.2)
