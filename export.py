@@ -111,11 +111,11 @@ def export(cfg: DictConfig) -> Path:
     except (ExportError, ValueError, FileNotFoundError, OSError) as err:
         raise SystemExit(f"export.py: {err}") from err
     graph = result.graph
-    kind = f"ONNX (opset {OPSET})" if cfg.format == "onnx" else "TorchScript"
+    kind = f"ONNX opset {OPSET}" if cfg.format == "onnx" else "TorchScript"
     value_range = list(graph.output_range) if graph.output_range is not None else "the data's range"
     noise = f"; noise: {graph.style_noise}" + (f" (seed {graph.noise_seed})" if graph.style_noise == "fixed" else "") \
         if graph.style_noise else ""
-    print(f"Wrote {result.path} ({kind}, {result.size_bytes / 1e6:.2f} MB): inputs {describe_inputs(graph)}; "
+    print(f"Wrote {result.path} ({kind}, {result.size_bytes / 1e6:.2f} MB); inputs {describe_inputs(graph)}; "
           f"output images in {value_range}{noise}.")
     if partial:
         print(f"Note: {partial}.")
