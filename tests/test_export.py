@@ -3,6 +3,8 @@ against PyTorch through onnxruntime / torch.jit.load, and the command line's ref
 from __future__ import annotations
 
 import importlib.util
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -231,6 +233,20 @@ def test_cli_partial_progan_and_plain_autoencoder(tmp_path, capsys):
 
     plain = fake_checkpoint(tmp_path / "ae.ckpt", ["model=stacked_ae"], key="network")
     assert "autoencoder with no prior" in fails(capsys, f"checkpoint={plain}", f"output={tmp_path / 'ae.onnx'}")
+
+
+def test_cli_refuses_a_checkpoint_that_would_build_foreign_code(tmp_path):
+    """Run as a user would: one line on stderr, exit status 1, nothing built, nothing written."""
+    state = torch.load(GOLDEN / "vae.ckpt", weights_only=True)
+    marker, output = tmp_path / "marker", tmp_path / "g.onnx"
+    state[CONFIG_KEY]["model"]["network"] = {"_target_": "pathlib.Path.write_text", "_args_": [str(marker), "pwned"]}
+    torch.save(state, tmp_path / "evil.ckpt")
+    result = subprocess.run([sys.executable, "export.py", f"checkpoint={tmp_path / 'evil.ckpt'}", f"output={output}"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "pathlib.Path.write_text" in result.stderr and "trust_checkpoint=true" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not marker.exists() and not output.exists()
 
 
 @pytest.mark.skipif(importlib.util.find_spec("gan_modules.hub") is None, reason="gan_modules/hub.py not there yet")
