@@ -105,6 +105,13 @@ def check_output_path(path: str | os.PathLike, what: str = "output") -> Path:
         raise OutputPathError(f"{what}={path}: cannot create the folder {target.parent} ({err.strerror}).") from err
     if not os.access(target.parent, os.W_OK | os.X_OK):
         raise OutputPathError(f"{what}={path}: the folder {target.parent} is not writable; choose another path.")
+    try:  # os.access says yes to root everywhere, and knows nothing of read-only mounts: try it
+        handle, probe = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=TEMP_SUFFIX)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as err:
+        raise OutputPathError(f"{what}={path}: nothing can be written in {target.parent} ({err.strerror}); "
+                              "choose another path.") from err
     if target.exists() and not os.access(target, os.W_OK) and not os.access(target.parent, os.W_OK):
         raise OutputPathError(f"{what}={path} exists and cannot be replaced; choose another path.")
     return target
