@@ -89,6 +89,14 @@ def export_hub(cfg: DictConfig) -> Path:
         from gan_modules.hub import save_model_folder
     except ImportError as err:
         raise SystemExit(f"export.py: format=hub needs gan_modules/hub.py, which this installation lacks ({err}).")
+    from gan_modules.checkpoints import load_generator
+    from gan_modules.export import check_growth
+
+    try:  # a generator that has not finished growing is refused here too, unless allow_partial=true
+        generator, _ = load_generator(cfg.checkpoint, trust=bool(cfg.trust_checkpoint))
+        check_growth(generator, bool(cfg.allow_partial), str(cfg.checkpoint))
+    except (ValueError, FileNotFoundError, OSError) as err:
+        raise SystemExit(f"export.py: {err}") from err
     folder = save_model_folder(Path(cfg.checkpoint), Path(cfg.output), trust=bool(cfg.trust_checkpoint),
                                overwrite=bool(cfg.overwrite))
     print(f"Wrote the model folder {folder}")

@@ -2,7 +2,6 @@
 against PyTorch through onnxruntime / torch.jit.load, and the command line's refusals."""
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -230,6 +229,9 @@ def test_cli_partial_progan_and_plain_autoencoder(tmp_path, capsys):
     export_main([f"checkpoint={partial}", "format=torchscript", f"output={output}", "allow_partial=true"])
     assert "it makes 4x4 images" in capsys.readouterr().out
     assert run_torchscript(output, [{"z": torch.zeros(2, 8)}])[0].shape == (2, 1, 4, 4)
+    folder = tmp_path / "model"
+    message = fails(capsys, f"checkpoint={partial}", "format=hub", f"output={folder}")
+    assert "not fully grown" in message and "allow_partial=true" in message and not folder.exists()
 
     plain = fake_checkpoint(tmp_path / "ae.ckpt", ["model=stacked_ae"], key="network")
     assert "autoencoder with no prior" in fails(capsys, f"checkpoint={plain}", f"output={tmp_path / 'ae.onnx'}")
@@ -249,7 +251,6 @@ def test_cli_refuses_a_checkpoint_that_would_build_foreign_code(tmp_path):
     assert not marker.exists() and not output.exists()
 
 
-@pytest.mark.skipif(importlib.util.find_spec("gan_modules.hub") is None, reason="gan_modules/hub.py not there yet")
 def test_format_hub_dispatches_to_the_model_folder_writer(tmp_path, monkeypatch):
     import gan_modules.hub
 
