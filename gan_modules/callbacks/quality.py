@@ -22,7 +22,7 @@ from gan_modules.images import to_unit_range
 from gan_modules.metrics.evaluation import embed, network_name, sample_set, score_features, score_inception, take
 from gan_modules.metrics.features import load_feature_net
 from gan_modules.metrics.inception import load_inception
-from gan_modules.metrics.real_stats import default_cache_dir, real_features
+from gan_modules.metrics.real_stats import RealFeatures, default_cache_dir, real_features
 from gan_modules.metrics.modes import mode_statistics
 from gan_modules.nets.common import eval_mode
 from gan_modules.nets.conditional import cycling_labels
@@ -65,7 +65,6 @@ class SampleQuality(pl.Callback):
             return
         if self.features == "inception":  # a missing or wrong weights file stops here, before training
             self.net, self.info = load_inception(self.inception_weights, options="callbacks.quality.")
-            self.net.to(pl_module.device)
         else:
             name = self.feature_net_name or getattr(dm, "feature_net", None)  # dataset.feature_net
             if name is None:
@@ -74,10 +73,19 @@ class SampleQuality(pl.Callback):
                                  "inception, or callbacks.quality=null.")
             self.net, self.info = load_feature_net(name)
         x, y = take(dm.test_dataset, self.num_real, self.seed)
-        describe = {"dataset": type(dm).__name__, "split": "test", "network": network_name(self.info),
-                    "network_sha256": self.info["sha256"]}
-        self._real = real_features(to_unit_range(x, dm.value_range), y, lambda images: embed(self.net, images),
-                                   describe, self.stats_cache)
+        self._real_images = (to_unit_range(x, dm.value_range), y, type(dm).__name__)
+        self._real = None  # embedded at the first check, once the module (and Inception) sit on their device
+
+    def real_features(self, pl_module: pl.LightningModule) -> RealFeatures:
+        """The held-out images' features, embedded once (or read from the cache)."""
+        if self._real is None:
+            images, labels, dataset = self._real_images
+            describe = {"dataset": dataset, "split": "test",
+                        "network": network_name(self.info), "network_sha256": self.info["sha256"]}
+            if self.features == "inception":
+                self.net.to(pl_module.device)
+            self._real = real_features(images, labels, lambda x: embed(self.net, x), describe, self.stats_cache)
+        return self._real
 
     @torch.no_grad()
     def score(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float]:
@@ -91,7 +99,7 @@ class SampleQuality(pl.Callback):
         if self._toy:
             stats = mode_statistics(fake, dm.modes, dm.std)
             return {k: float(v) for k, v in stats.items() if isinstance(v, (int, float))}
-        real = self._real
+        real = self.real_features(pl_module)
         fake = (to_unit_range(fake, generator.output_range) * 255).round() / 255  # as an npz would store it
         kid_subset_size = min(1000, self.num_samples, self.num_real)
         if self.features == "inception":
