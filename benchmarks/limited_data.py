@@ -2,15 +2,22 @@
 (dataset.subset=N) for a fixed number of generator steps, without augmentation, with DiffAugment and
 with ADA, over several seeds, scored with evaluate.py (the project's own feature network, not Inception).
 
-    python benchmarks/limited_data.py --subsets 1000 5000 --augments none diffaugment ada --seeds 0 1 2
+    python benchmarks/limited_data.py --subsets 1000 5000 all --augments none diffaugment ada --seeds 0 1 2
     python benchmarks/limited_data.py --steps 20000 --jobs 6 --extra trainer=gpu   # 6 runs at once on one GPU
 
-Appends one JSON line per run to benchmarks/results/limited_data.jsonl (with ADA's final p) and prints
-a markdown table (median [min, max] over seeds).
+``all`` is the whole training set (no subset), the reference at the same number of steps. Each run
+also records ADA's p over training (from the run's metrics.csv) and two leak checks on 2,000 samples
+against the test images: the class histogram (evaluate.py's class_kl) and the left-right asymmetry of
+shoes (the signed horizontal centroid of the images the feature network calls sandal, sneaker or
+ankle boot: Fashion-MNIST's shoes all point one way, so a leaking horizontal flip pulls it to 0).
+
+Appends one JSON line per run to benchmarks/results/limited_data.jsonl and prints a markdown table
+(median [min, max] over seeds).
 """
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import platform
 import statistics
@@ -35,10 +42,59 @@ def final_p(checkpoint: Path) -> float | None:
     return float(state["loss.augment.p"]) if "loss.augment.p" in state else None
 
 
-def run_one(subset: int, augment: str, seed: int, steps: int, num_samples: int, extra: list[str]) -> dict:
-    """Train the default recipe on ``subset`` images with ``augment`` for ``steps`` G steps, score it, record it."""
-    run_dir = RESULTS / "runs" / f"limited_n{subset}_{augment}_g{steps}_s{seed}"
-    overrides = [f"dataset.subset={subset}", f"augment={augment}", *extra, f"seed={seed}",
+SHOE_CLASSES = (5, 7, 9)  # sandal, sneaker, ankle boot
+
+
+def shoe_centroid(images: torch.Tensor, net) -> tuple[float, int]:
+    """Mean signed horizontal centroid (pixels from the centre, + = right) of the images ``net``
+    classifies as shoes, and how many there are."""
+    with torch.no_grad():
+        predicted = torch.cat([net(chunk).argmax(1) for chunk in images.split(500)])
+    shoes = images[torch.isin(predicted, torch.tensor(SHOE_CLASSES))]
+    if len(shoes) == 0:
+        return float("nan"), 0
+    mass = shoes.sum(dim=(1, 2))  # (N, W): ink per column
+    columns = torch.arange(mass.shape[1], dtype=mass.dtype) - (mass.shape[1] - 1) / 2
+    centroid = (mass * columns).sum(1) / mass.sum(1).clamp_min(1e-8)
+    return float(centroid.mean()), len(shoes)
+
+
+def leak_checks(checkpoint: Path, n: int = 2000) -> dict:
+    """The shoes' left-right centroid in samples and in the test images (same classifier)."""
+    from gan_modules.checkpoints import load_generator
+    from gan_modules.images import to_unit_range
+    from gan_modules.metrics.evaluation import dataset_config, take, unit_range_datamodule
+    from gan_modules.metrics.features import load_feature_net
+    from gan_modules.sampling import chunked_latents, sample_in_batches
+
+    generator, _ = load_generator(checkpoint)
+    fake = to_unit_range(sample_in_batches(generator, chunked_latents(n, generator.z_dim, 0)), generator.output_range)
+    datamodule = unit_range_datamodule(dataset_config("fashion_mnist"))
+    real, _ = take(datamodule.test_dataset, n, 0)
+    net, _ = load_feature_net("fashion_mnist")
+    (fake_c, fake_n), (real_c, real_n) = shoe_centroid(fake, net), shoe_centroid(real, net)
+    return {"shoe_centroid_samples": fake_c, "shoes_in_samples": fake_n, "shoe_centroid_data": real_c,
+            "shoes_in_data": real_n}
+
+
+def p_over_training(run_dir: Path, points: int = 10) -> list[list[float]] | None:
+    """ADA's p at about ``points`` evenly spaced logged steps: [[step, p], ...] (None without it)."""
+    path = run_dir / "csv" / "metrics.csv"
+    if not path.is_file():
+        return None
+    with open(path) as handle:
+        rows = [r for r in csv.DictReader(handle) if r.get("augment_p")]
+    if not rows:
+        return None
+    picks = sorted({round(i * (len(rows) - 1) / (points - 1)) for i in range(points)})
+    return [[int(float(rows[i]["step"])), round(float(rows[i]["augment_p"]), 4)] for i in picks]
+
+
+def run_one(subset: int | None, augment: str, seed: int, steps: int, num_samples: int, extra: list[str]) -> dict:
+    """Train the default recipe on ``subset`` images (None: all) with ``augment`` for ``steps`` G steps,
+    score it, record it."""
+    run_dir = RESULTS / "runs" / f"limited_n{subset or 'all'}_{augment}_g{steps}_s{seed}"
+    overrides = [*([f"dataset.subset={subset}"] if subset else []), f"augment={augment}", *extra, f"seed={seed}",
                  f"max_generator_steps={steps}", "callbacks.progress_bar=null", "trainer.enable_progress_bar=false",
                  "callbacks.samples.every_n_steps=1000000", f"hydra.run.dir={run_dir}", "overwrite=true"]
     start = time.time()
@@ -50,6 +106,7 @@ def run_one(subset: int, augment: str, seed: int, steps: int, num_samples: int, 
     scores = json.loads(out.stdout.strip().splitlines()[-1])
     record = {"subset": subset, "augment": augment, "seed": seed, "generator_steps": steps,
               "train_seconds": round(train_seconds, 1), "final_augment_p": final_p(checkpoint),
+              "augment_p_over_training": p_over_training(run_dir), "leak": leak_checks(checkpoint),
               "overrides": overrides[:-1], "metrics": scores["metrics"], "protocol": scores["protocol"],
               "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}", "date": date.today().isoformat()}
     append_record("limited_data.jsonl", record)
@@ -58,12 +115,13 @@ def run_one(subset: int, augment: str, seed: int, steps: int, num_samples: int, 
 
 def table(records: list[dict]) -> str:
     """Median [min, max] per subset size and augmentation."""
-    lines = ["| images | augment | G steps | seeds | train s | final p | " + " | ".join(COLUMNS) + " |",
-             "|---|---|---|---|---|---|" + "---|" * len(COLUMNS)]
+    lines = ["| images | augment | G steps | seeds | train s | final p | shoe centroid (data) | " + " | ".join(COLUMNS) + " |",
+             "|---|---|---|---|---|---|---|" + "---|" * len(COLUMNS)]
     groups: dict[tuple[int, str, int], list[dict]] = {}
     for r in records:
         groups.setdefault((r["subset"], r["augment"], r["generator_steps"]), []).append(r)
-    for (subset, augment, steps), rs in sorted(groups.items(), key=lambda item: (item[0][0], AUGMENTS.index(item[0][1]))):
+    for (subset, augment, steps), rs in sorted(groups.items(),
+                                               key=lambda item: (item[0][0] or 10**9, AUGMENTS.index(item[0][1]))):
         cells = []
         for col in COLUMNS:
             values = [r["metrics"][col] for r in rs]
@@ -71,13 +129,18 @@ def table(records: list[dict]) -> str:
         seconds = statistics.median(r["train_seconds"] for r in rs)
         ps = [r["final_augment_p"] for r in rs if r.get("final_augment_p") is not None]
         p_cell = f"{statistics.median(ps):.2f}" if ps else "-"
-        lines.append(f"| {subset} | {augment} | {steps} | {len(rs)} | {seconds:.0f} | {p_cell} | " + " | ".join(cells) + " |")
+        leaks = [r["leak"]["shoe_centroid_samples"] for r in rs if "leak" in r]
+        data = next((r["leak"]["shoe_centroid_data"] for r in rs if "leak" in r), float("nan"))
+        leak_cell = f"{statistics.median(leaks):+.2f} ({data:+.2f})" if leaks else "-"
+        lines.append(f"| {subset or 'all'} | {augment} | {steps} | {len(rs)} | {seconds:.0f} | {p_cell} | {leak_cell} | "
+                     + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--subsets", nargs="+", type=int, default=[1000, 5000], help="training images (dataset.subset)")
+    parser.add_argument("--subsets", nargs="+", default=["1000", "5000", "all"],
+                        help="training images (dataset.subset); all: the whole training set")
     parser.add_argument("--augments", nargs="+", default=list(AUGMENTS), choices=AUGMENTS)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=10000, help="generator steps per run (max_generator_steps)")
@@ -85,8 +148,10 @@ def main() -> None:
     parser.add_argument("--extra", nargs="*", default=[], help="more overrides for every run")
     parser.add_argument("--jobs", type=int, default=1, help="runs at once (separate processes)")
     args = parser.parse_args()
+    subsets = [None if s == "all" else int(s) for s in args.subsets]
     calls = [(subset, augment, seed, args.steps, args.num_samples, args.extra)
-             for subset in args.subsets for augment in args.augments for seed in args.seeds]
+             for subset in subsets for augment in args.augments for seed in args.seeds
+             if subset is not None or augment == "none"]  # the whole set is the unaugmented reference
     records = run_all(run_one, calls, args.jobs)
     print(table(records))
 
