@@ -103,6 +103,7 @@ ALLOWED_MODULES = (
     "gan_modules.nets.mlp", "gan_modules.nets.dcgan", "gan_modules.nets.dcgan_seed", "gan_modules.nets.conditional",
     "gan_modules.nets.progan", "gan_modules.nets.stylegan", "gan_modules.nets.stylegan2", "gan_modules.nets.autoencoders",
     "datamodules.idx", "datamodules.cifar10", "datamodules.digits", "datamodules.image_folder", "datamodules.toy2d",
+    "datamodules.image_zip", "datamodules.streaming",
     "gan_modules.losses", "gan_modules.objectives", "gan_modules.augment", "gan_modules.gan", "gan_modules.autoencoder",
     "torch.optim", "torch.optim.lr_scheduler",
 )
