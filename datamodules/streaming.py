@@ -231,6 +231,16 @@ class ImageStreamDataModule(GANDataModule):
         self.train_dataset = self.stream(shuffle=True)
         self.val_dataset = self.test_dataset = self.stream(shuffle=False)
 
+    def _ensure_setup(self) -> None:
+        super()._ensure_setup()
+        # setup() may have run before the trainer was attached (or before DDP started): the streams
+        # are then rebuilt for this process's rank, which is only certain when a loader is asked for.
+        rank, world_size = self.distributed_position()
+        assert isinstance(self.train_dataset, ShardStream)
+        if (self.train_dataset.rank, self.train_dataset.world_size) != (rank, world_size):
+            self.train_dataset = self.stream(shuffle=True, rank=rank, world_size=world_size)
+            self.val_dataset = self.test_dataset = self.stream(shuffle=False, rank=rank, world_size=world_size)
+
     def _loader(self, dataset: Any, shuffle: bool, drop_last: bool) -> DataLoader:
         # The stream shuffles itself; DataLoader refuses shuffle=True for an IterableDataset.
         return DataLoader(dataset, batch_size=self.batch_size, drop_last=drop_last, num_workers=self.num_workers,
