@@ -168,6 +168,9 @@ def write_shards(source: SourceImages, dest: Path, resolution: int, transform: s
     """WebDataset shards of ``shard_size`` samples (the last may be smaller): each sample is
     ``<key>.png`` plus ``<key>.cls`` (the label as decimal text) when labelled. Returns the shard count."""
     dest.mkdir(parents=True, exist_ok=True)
+    # Replacing a shard set (--overwrite): its index goes first, so that a run interrupted while the
+    # shards are rewritten leaves a folder that readers refuse as unfinished, not a mix of old and new.
+    (dest / SHARD_INDEX).unlink(missing_ok=True)
     images = prepared_images(source, resolution, transform)
     shards: list[dict] = []
     for start in range(0, len(source.files), shard_size):
