@@ -62,6 +62,17 @@ def test_prepare_writes_shards_and_an_index(shards):
     assert not list(shards.glob(".*.tmp"))
 
 
+def test_overwriting_a_shard_set_leaves_only_the_new_one(tmp_path):
+    src = numbered_folder(tmp_path / "src", 6)
+    prepare(src, tmp_path / "shards", 8, fmt="shards", shard_size=2)
+    with pytest.raises(ValueError, match="--overwrite"):
+        prepare(src, tmp_path / "shards", 8, fmt="shards", shard_size=3)
+    prepare(src, tmp_path / "shards", 8, fmt="shards", shard_size=3, overwrite=True)
+    assert sorted(p.name for p in (tmp_path / "shards").iterdir()) == ["shard-000000.tar", "shard-000001.tar",
+                                                                        "shards.json"]
+    assert stream_numbers(datamodule(tmp_path / "shards").stream(shuffle=False)) == [0, 2, 4, 1, 3, 5]
+
+
 def test_two_ranks_read_disjoint_shards_that_cover_the_data(shards):
     dm = datamodule(shards, batch_size=4, shuffle_buffer=8)
     assert dm.num_classes == 2
