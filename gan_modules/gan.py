@@ -62,6 +62,11 @@ class GANModule(pl.LightningModule):
             updated after every generator step; sampling, grids and evaluation then use it.
         data_range: the range ``[lo, hi]`` the generator's samples (and so the data) live in; None
             for unbounded data. The datasets are scaled to it (``dataset.value_range``).
+        compile: ``torch.compile`` G and D (in place: parameter names, and so checkpoints, stay the
+            same). Not with the penalties that differentiate twice (GP, R1, path length): compiled
+            graphs have no double backward (preflight refuses that config).
+        channels_last: hold G's and D's image weights and the real batches in channels-last memory
+            order, which GPU convolutions (tensor cores) run faster in.
 
     In a config all of this is one node, ``model`` (conf/model/*.yaml with conf/system/gan.yaml).
     """
@@ -78,6 +83,8 @@ class GANModule(pl.LightningModule):
         grad_clip_d: float | None = None,
         ema_decay: float | None = None,
         data_range: Sequence[float] | None = None,
+        compile: bool = False,
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
         if int(n_critic) < 1:
@@ -92,7 +99,12 @@ class GANModule(pl.LightningModule):
             unknown = set(given) - {"g", "d"}
             if unknown or (name == "model.optimizer" and set(given) != {"g", "d"}):
                 raise ValueError(f"{name} takes one entry per network, g and d; got {sorted(given)}.")
+        if compile and loss.differentiates_twice:
+            raise ValueError("model.compile=true cannot train with a penalty that differentiates twice (gradient "
+                             "penalty, R1 or path length): torch.compile has no double backward. Set those weights "
+                             "to 0, or model.compile=false.")
         self.automatic_optimization = False
+        self.compile_networks, self.channels_last = bool(compile), bool(channels_last)
         self.generator = generator
         self.discriminator = discriminator
         # The class count of a conditional pair; None (unconditional) keeps labels out of every call.
@@ -120,6 +132,17 @@ class GANModule(pl.LightningModule):
         # Set by a callback that needs a new data loader now (progressive growing at a new batch
         # size): the next batch is skipped and the epoch ends, so Lightning rebuilds the loader.
         self.end_epoch_early = False
+
+    def configure_model(self) -> None:
+        """Memory order and compilation, once per run, after Lightning set the module up (also on resume)."""
+        if self.channels_last:
+            for net in (self.generator, self.discriminator, self.generator_ema):
+                if net is not None:
+                    net.to(memory_format=torch.channels_last)
+        if self.compile_networks and not getattr(self, "_compiled", False):
+            self.generator.compile()
+            self.discriminator.compile()
+            self._compiled = True
 
     @property
     def z_dim(self) -> int:
@@ -155,6 +178,8 @@ class GANModule(pl.LightningModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> dict[str, float]:
         real, labels = split_batch(batch)
+        if self.channels_last and real.dim() == 4:
+            real = real.contiguous(memory_format=torch.channels_last)
         labels = labels if self.num_classes is not None else None  # fakes share the real labels
         if self._steps_done is None:  # read once per run: the buffer lives on the device
             self._steps_done = int(self.generator_steps)

@@ -82,6 +82,9 @@ class Term(nn.Module):
     # Whether the term differentiates D with respect to its input (a BatchNorm in D then makes the
     # penalty read the batch: build.validate_setup warns).
     uses_input_gradient: bool = False
+    # Whether the term's loss holds a gradient (create_graph), so training differentiates twice:
+    # torch.compile cannot (GANModule refuses model.compile with such a term).
+    differentiates_twice: bool = False
 
     def __init__(self, weight: float, interval: int = 1) -> None:
         super().__init__()
@@ -114,7 +117,7 @@ class Term(nn.Module):
 class GradientPenalty(Term):
     """WGAN-GP's penalty on interpolates between real and fake (``losses.gradient_penalty``)."""
 
-    name, uses_input_gradient = "gradient_penalty", True
+    name, uses_input_gradient, differentiates_twice = "gradient_penalty", True, True
 
     def value(self, p: Pass) -> Tensor:
         return gradient_penalty(p.critic, p.real, p.fake)
@@ -123,7 +126,7 @@ class GradientPenalty(Term):
 class R1Penalty(Term):
     """R1 on real data (``losses.r1_penalty``); the weight is gamma / 2 in Mescheder et al.'s notation."""
 
-    name, uses_input_gradient = "r1_penalty", True
+    name, uses_input_gradient, differentiates_twice = "r1_penalty", True, True
 
     def value(self, p: Pass) -> Tensor:
         return r1_penalty(p.critic, p.real)
@@ -185,7 +188,7 @@ class PathLengthPenalty(Term):
     unconditional style-based generator (``map``, ``broadcast``, ``synthesis``: model=stylegan2, stylegan).
     """
 
-    phase, name = "generator", "path_length_penalty"
+    phase, name, differentiates_twice = "generator", "path_length_penalty", True
 
     def __init__(self, weight: float, interval: int = 4, decay: float = 0.01, batch_shrink: int = 2) -> None:
         super().__init__(weight, interval)
@@ -372,6 +375,11 @@ class GANLoss(nn.Module):
     def uses_input_gradient(self) -> bool:
         """Whether a term differentiates D with respect to its input (GP, R1)."""
         return any(t.uses_input_gradient for t in [*self.d_terms, *self.g_terms])
+
+    @property
+    def differentiates_twice(self) -> bool:
+        """Whether a term's loss holds a gradient (GP, R1, path length), so training needs double backward."""
+        return any(t.differentiates_twice for t in [*self.d_terms, *self.g_terms])
 
     # The terms' latest statistics travel in checkpoints (GANModule.on_save_checkpoint), so that a run
     # resumed between two applications of a lazy term reports them without evaluating it off schedule.
