@@ -86,6 +86,30 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     return Path(path)
 
 
+def check_parent_folder(target: Path, what: str = "output") -> None:
+    """Refuse, before any work, a ``target`` whose folder cannot be written: a parent that is a file,
+    a folder that cannot be created, is read-only, or where a probe file cannot be made. Creates
+    missing parent folders."""
+    for parent in [target.parent, *target.parent.parents]:
+        if parent.exists():
+            if not parent.is_dir():
+                raise OutputPathError(f"{what}={target}: {parent} is a file, not a folder.")
+            break
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputPathError(f"{what}={target}: cannot create the folder {target.parent} ({err.strerror}).") from err
+    if not os.access(target.parent, os.W_OK | os.X_OK):
+        raise OutputPathError(f"{what}={target}: the folder {target.parent} is not writable; choose another path.")
+    try:  # os.access says yes to root everywhere, and knows nothing of read-only mounts: try it
+        handle, probe = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=TEMP_SUFFIX)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as err:
+        raise OutputPathError(f"{what}={target}: nothing can be written in {target.parent} ({err.strerror}); "
+                              "choose another path.") from err
+
+
 def check_output_path(path: str | os.PathLike, what: str = "output") -> Path:
     """Refuse, before any work, a path that cannot be written as a file: a folder, a missing or
     read-only folder, a parent that is a file. Creates missing parent folders."""
@@ -94,24 +118,7 @@ def check_output_path(path: str | os.PathLike, what: str = "output") -> Path:
         raise OutputPathError(f"{what}={path} is a folder; give a file name, e.g. {what}={target / 'out'}.")
     if target.name in ("", ".", ".."):
         raise OutputPathError(f"{what}={path!s} is not a file name.")
-    for parent in [target.parent, *target.parent.parents]:
-        if parent.exists():
-            if not parent.is_dir():
-                raise OutputPathError(f"{what}={path}: {parent} is a file, not a folder.")
-            break
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise OutputPathError(f"{what}={path}: cannot create the folder {target.parent} ({err.strerror}).") from err
-    if not os.access(target.parent, os.W_OK | os.X_OK):
-        raise OutputPathError(f"{what}={path}: the folder {target.parent} is not writable; choose another path.")
-    try:  # os.access says yes to root everywhere, and knows nothing of read-only mounts: try it
-        handle, probe = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=TEMP_SUFFIX)
-        os.close(handle)
-        os.unlink(probe)
-    except OSError as err:
-        raise OutputPathError(f"{what}={path}: nothing can be written in {target.parent} ({err.strerror}); "
-                              "choose another path.") from err
+    check_parent_folder(target, what)
     if target.exists() and not os.access(target, os.W_OK) and not os.access(target.parent, os.W_OK):
         raise OutputPathError(f"{what}={path} exists and cannot be replaced; choose another path.")
     return target

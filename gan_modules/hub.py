@@ -39,7 +39,7 @@ from huggingface_hub import ModelCardData, ModelHubMixin
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
-from gan_modules.atomic_files import OutputPathError, atomic_write_bytes, atomic_write_text
+from gan_modules.atomic_files import OutputPathError, atomic_write_bytes, atomic_write_text, check_parent_folder
 from gan_modules.checkpoints import (UntrustedCheckpointError, build_from_config, foreign_targets, load_checkpoint,
                                      load_generator, load_weights)
 from gan_modules.images import save_grid
@@ -348,17 +348,7 @@ def check_output_folder(output: Path, overwrite: bool) -> None:
             # overwrite replaces a model folder, never an arbitrary folder of the user's
             raise OutputPathError(f"output={output} is a folder that is not a model folder (no {CONFIG_FILE}); it is "
                                   "not replaced even with overwrite. Choose a new folder name.")
-    for parent in [output.parent, *output.parent.parents]:
-        if parent.exists():
-            if not parent.is_dir():
-                raise OutputPathError(f"output={output}: {parent} is a file, not a folder.")
-            break
-    try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise OutputPathError(f"output={output}: cannot create the folder {output.parent} ({err.strerror}).") from err
-    if not os.access(output.parent, os.W_OK | os.X_OK):
-        raise OutputPathError(f"output={output}: the folder {output.parent} is not writable; choose another place.")
+    check_parent_folder(output, "output")
 
 
 def _exchange(first: Path, second: Path) -> bool:
