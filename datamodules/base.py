@@ -8,7 +8,9 @@ construction so that models can be built before any data is loaded.
 
 from __future__ import annotations
 
+import logging
 import math
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,6 +18,8 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
+
+log = logging.getLogger(__name__)
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -126,6 +130,12 @@ class GANDataModule(pl.LightningDataModule):
     ``subset=N`` (limited-data experiments) trains on N samples of the training split only: the
     first N of a permutation fixed by ``subset_seed`` (not the run's seed, so runs with different
     seeds and the same N see the same samples), class-balanced for labelled data (``subset_indices``).
+
+    ``on_device`` (true | false | auto) holds the training split as one tensor on the training device
+    inside ``trainer.fit`` (``datamodules/device_loader.py``, docs/on_device.md): same batches in the
+    same order as the DataLoader, no workers, no copy per step. ``auto`` does so for data already in
+    memory that fits the budget; ``true`` also decodes file-backed images once, and stops with the
+    size and the budget when they do not fit.
     """
 
     #: Text telling the user which config keys set the sample shape.
@@ -144,8 +154,15 @@ class GANDataModule(pl.LightningDataModule):
         feature_net: str | None = None,
         subset: int | None = None,
         subset_seed: int = 0,
+        on_device: bool | str = "auto",
     ) -> None:
         super().__init__()
+        from datamodules.device_loader import parse_on_device
+
+        self.on_device = parse_on_device(on_device)
+        # (device, x, y) of the materialised training split, made once and reused by every loader.
+        self._device_data: tuple[torch.device, torch.Tensor, torch.Tensor] | None = None
+        self._on_device_logged = False
         # The shipped feature network (gan_modules/metrics/weights/<name>.pt) that scores samples of
         # this data (callbacks.quality, evaluate.py, generate.py arithmetic); None: none fits.
         if feature_net is not None and not isinstance(feature_net, str):
@@ -299,7 +316,99 @@ class GANDataModule(pl.LightningDataModule):
                 f"training set has {n} samples, fewer than batch_size={self.batch_size}, so "
                 "drop_last would leave no batch; lower dataset.batch_size or set dataset.drop_last=false"
             )
+        device_batches = self._device_batches()
+        if device_batches is not None:
+            return device_batches  # type: ignore[return-value]
         return self._loader(self.train_dataset, shuffle=True, drop_last=self.drop_last)
+
+    # --- dataset.on_device ----------------------------------------------
+    def _fit_trainer(self) -> Any:
+        """The Trainer fitting with this datamodule, or None (the loader is then an ordinary DataLoader:
+        outside ``fit`` there is no training device)."""
+        trainer = getattr(self, "trainer", None)
+        return trainer if trainer is not None and getattr(trainer, "strategy", None) is not None else None
+
+    def on_device_plan(self, device: torch.device) -> tuple[bool, str]:
+        """Whether the training split goes on ``device`` as one tensor, and why (raises for
+        ``on_device=true`` on data that cannot or does not fit)."""
+        from datamodules.device_loader import BUDGET_FRACTION, device_memory_budget, source_kind
+
+        if self.on_device is False:
+            return False, "dataset.on_device=false"
+        assert self.train_dataset is not None
+        kind, why = source_kind(self.train_dataset)
+        if kind is None or (kind == "files" and self.on_device == "auto"):
+            if self.on_device is True:
+                raise ValueError(f"dataset.on_device=true cannot hold the training set of {type(self).__name__} on the "
+                                 f"device: {why}. Set dataset.on_device=false (or auto).")
+            return False, f"dataset.on_device=auto: off, {why}"
+        n = len(self.train_dataset)  # type: ignore[arg-type]
+        size = n * math.prod(self.sample_shape) * 4 + n * 8  # float32 samples + int64 labels
+        budget = device_memory_budget(device)
+        if budget is None:
+            if self.on_device == "auto":
+                return False, f"dataset.on_device=auto: off, the free memory of {device} is unknown"
+            return True, f"{size} bytes on {device} (its free memory is unknown: not checked)"
+        limit, how = budget
+        if size > limit:
+            if self.on_device is True:
+                raise ValueError(
+                    f"dataset.on_device=true: the training set of {type(self).__name__} ({n} samples) takes {size} "
+                    f"bytes as float32, more than the budget of {limit} bytes ({how}; on_device may use "
+                    f"{BUDGET_FRACTION:.0%}). Set dataset.on_device=false (or auto), or train on fewer samples "
+                    "(dataset.subset=N)."
+                )
+            return False, f"dataset.on_device=auto: off, {size} bytes exceed the budget of {limit} bytes ({how})"
+        return True, f"{size} bytes on {device} (budget {limit} bytes: {how})"
+
+    def _device_batches(self) -> Any:
+        """The on-device loader for the running fit, or None to use the DataLoader."""
+        trainer = self._fit_trainer()
+        if trainer is None or self.on_device is False:
+            return None
+        if getattr(trainer, "overfit_batches", 0):
+            # Lightning makes an overfitting DataLoader sequential; keep that behaviour.
+            self._log_on_device_once(trainer, "dataset.on_device: off, trainer.overfit_batches serves fixed batches")
+            return None
+        device = trainer.strategy.root_device
+        if self._device_data is None or self._device_data[0] != device:
+            on, why = self.on_device_plan(device)
+            self._log_on_device_once(trainer, f"dataset.on_device: training set held as one tensor, {why}; batches "
+                                              "are sliced there, no DataLoader" if on else why)
+            if not on:
+                return None
+        sampler_kwargs = getattr(trainer, "distributed_sampler_kwargs", None) or {}
+        replicas = int(sampler_kwargs.get("num_replicas", 1))
+        # As Lightning decides whether to give a DataLoader a DistributedSampler
+        # (DataConnector._requires_distributed_sampler): a DDP run on one device gets one too.
+        connector = getattr(trainer, "_accelerator_connector", None)
+        distributed = (bool(getattr(connector, "use_distributed_sampler", True))
+                       and bool(getattr(connector, "is_distributed", replicas > 1)))
+        return self.device_batches(device, num_replicas=replicas, rank=int(sampler_kwargs.get("rank", 0)),
+                                   distributed=distributed)
+
+    def device_batches(self, device: torch.device | str, *, num_replicas: int = 1, rank: int = 0,
+                       distributed: bool = False) -> Any:
+        """Training batches sliced from the split held on ``device`` (materialised on the first call),
+        in the order the training DataLoader would give them; ``distributed``: this rank's shard, as a
+        ``DistributedSampler`` seeded with Lightning's ``PL_GLOBAL_SEED`` deals it."""
+        from datamodules.device_loader import DeviceBatches, EpochOrder, materialise
+
+        self._ensure_setup()
+        device = torch.device(device)
+        if self._device_data is None or self._device_data[0] != device:
+            assert self.train_dataset is not None
+            x, y = materialise(self.train_dataset)
+            self._device_data = (device, x.to(device), y.to(device))
+        _, x, y = self._device_data
+        order = EpochOrder(x.shape[0], num_replicas=num_replicas, rank=rank,
+                           seed=int(os.getenv("PL_GLOBAL_SEED", 0)), distributed=distributed)
+        return DeviceBatches(x, y, self.batch_size, self.drop_last, order, self.num_workers)
+
+    def _log_on_device_once(self, trainer: Any, message: str) -> None:
+        if not self._on_device_logged and getattr(trainer, "global_rank", 0) == 0:
+            log.info(message)
+        self._on_device_logged = True
 
     def val_dataloader(self) -> DataLoader:
         """Loader over the held-out split (no shuffling, keeps the last partial batch)."""
