@@ -1,7 +1,6 @@
 """Inception metrics offline: the standard network's whole path (hash check, weights-only loading,
 uint8 quantisation, TensorFlow-1 resize, FID/KID/IS, cached real statistics) run through a randomly
 initialised network of the same architecture, since the published weights cannot be downloaded here."""
-import json
 import warnings
 
 import numpy as np
