@@ -13,7 +13,8 @@ adds ``n_critic + 1``. Ask for generator steps with the top-level ``max_generato
 saved in checkpoints.
 
 Per-step statistics (losses, D's mean outputs and accuracies) go every step to the callbacks, as
-``training_step``'s return value, and to the loggers on Lightning's logging steps only
+``training_step``'s return value (a ``StepStatistics`` whose values stay on the device until read:
+no step waits for the device), and to the loggers on Lightning's logging steps only
 (``trainer.log_every_n_steps``, see ``steps.py``).
 
 Conditional models (``nets/conditional.py``, ``model=cgan_*``) are trained as ``G(z, y)`` and
@@ -37,6 +38,7 @@ from datamodules.base import split_batch
 from gan_modules.nets.conditional import call_generator, conditioning_classes
 from gan_modules.objectives import GANLoss
 from gan_modules.resume_settings import apply_to_trainer
+from gan_modules.step_stats import StepStatistics
 from gan_modules.steps import logs_this_batch
 
 log = logging.getLogger(__name__)
@@ -145,6 +147,14 @@ class GANModule(pl.LightningModule):
             self._compiled = True
 
     @property
+    def generator_steps_done(self) -> int:
+        """``generator_steps`` as a Python int: the buffer is read from the device once per run, then
+        counted on the host, so the callbacks that ask for the step every step cost no device sync."""
+        if self._steps_done is None:
+            self._steps_done = int(self.generator_steps)
+        return self._steps_done
+
+    @property
     def z_dim(self) -> int:
         return int(self.generator.z_dim)
 
@@ -163,7 +173,7 @@ class GANModule(pl.LightningModule):
     @torch.no_grad()
     def update_ema(self) -> None:
         # Ramp the decay up over the first steps so the average forgets the random initialisation.
-        steps = float(self.generator_steps)
+        steps = float(self.generator_steps_done)
         decay = min(self.ema_decay, (1.0 + steps) / (10.0 + steps))
         torch._foreach_lerp_(list(self.generator_ema.parameters()), list(self.generator.parameters()), 1.0 - decay)
         for ema, live in zip(self.generator_ema.buffers(), self.generator.buffers()):
@@ -176,31 +186,30 @@ class GANModule(pl.LightningModule):
             return -1  # Lightning's signal to end the epoch here
         return None
 
-    def training_step(self, batch: Any, batch_idx: int) -> dict[str, float]:
+    def training_step(self, batch: Any, batch_idx: int) -> StepStatistics:
         real, labels = split_batch(batch)
         if self.channels_last and real.dim() == 4:
             real = real.contiguous(memory_format=torch.channels_last)
         labels = labels if self.num_classes is not None else None  # fakes share the real labels
-        if self._steps_done is None:  # read once per run: the buffer lives on the device
-            self._steps_done = int(self.generator_steps)
+        step = self.generator_steps_done
         opt_g, opt_d = self.optimizers()
-        stats = self._discriminator_phase(real, opt_d, labels, self._steps_done)
-        stats.update(self._generator_phase(real.shape[0], opt_g, labels, self._steps_done))
+        stats = self._discriminator_phase(real, opt_d, labels, step)
+        stats.update(self._generator_phase(real.shape[0], opt_g, labels, step))
         self.generator_steps += 1
-        self._steps_done += 1
+        self._steps_done = step + 1
         if self.generator_ema is not None:
             self.update_ema()
-        # Every step's figures for the callbacks (NaN guard, collapse watch, plots), read from the
-        # device in one transfer rather than one synchronisation per statistic.
-        values = torch.stack([v.detach().float() for v in stats.values()]).tolist()
-        return dict(zip(stats, values))
+        # The figures stay on the device: the callbacks read them in blocks (gan_modules/step_stats.py),
+        # so a step makes no host sync.
+        return StepStatistics(stats, step=step + 1)
 
-    def on_train_batch_end(self, outputs: dict[str, float], batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(self, outputs: StepStatistics, batch: Any, batch_idx: int) -> None:
         # Logged here, after the callbacks' hooks, so that a callback ending the run in its own
         # on_train_batch_end (trainer.should_stop) still gets the last step's figures logged.
         if logs_this_batch(self.trainer):
-            self.log_dict({k: outputs[k] for k in ("d_loss", "g_loss")}, prog_bar=True, on_step=True, on_epoch=False)
-            self.log_dict({k: v for k, v in outputs.items() if k not in ("d_loss", "g_loss")}, on_step=True,
+            values = outputs.host()  # the one device read of a logging step
+            self.log_dict({k: values[k] for k in ("d_loss", "g_loss")}, prog_bar=True, on_step=True, on_epoch=False)
+            self.log_dict({k: v for k, v in values.items() if k not in ("d_loss", "g_loss")}, on_step=True,
                           on_epoch=False)
 
     def on_train_start(self) -> None:

@@ -13,8 +13,8 @@ yet each ``self.log`` call does its bookkeeping on every batch, which is not fre
 network's step. Values logged in between are overwritten unread, so the modules log only on the
 batches Lightning writes, plus the last batch of an epoch and of the run (a run's final
 ``trainer.callback_metrics`` are its last step's). The progress bar then shows values from the
-latest logging step. Callbacks that need every step read the dict that ``training_step`` returns
-instead. ``trainer.log_every_n_steps=1`` logs every batch.
+latest logging step. Callbacks that need every step read what ``training_step`` returns instead,
+in blocks (``gan_modules/step_stats.py``). ``trainer.log_every_n_steps=1`` logs every batch.
 """
 from __future__ import annotations
 
@@ -30,6 +30,9 @@ def optimizer_steps_per_batch(module: Any) -> int:
 
 def training_steps(trainer: pl.Trainer | None, pl_module: pl.LightningModule) -> int:
     """Generator steps for a GAN (Lightning's global_step counts D steps too); batches for an autoencoder."""
+    counted = getattr(pl_module, "generator_steps_done", None)  # kept on the host: no device sync
+    if counted is not None:
+        return int(counted)
     steps = getattr(pl_module, "generator_steps", None)
     if steps is not None:
         return int(steps)

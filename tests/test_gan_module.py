@@ -146,6 +146,8 @@ def test_statistics_are_logged_on_lightning_logging_steps_and_the_last_one():
                          callbacks=[Record()])
     trainer.fit(module, train_dataloaders=data)
     assert logged_at == [3, 6, 7]  # the logging steps, then the run's last
-    assert len(returned) == 7 and all(isinstance(v, float) for out in returned for v in out.values())
-    assert float(trainer.callback_metrics["d_loss"]) == pytest.approx(returned[-1]["d_loss"])
+    # Every step's figures reach the callbacks as 0-d tensors, still unread unless a logging step read them.
+    assert len(returned) == 7 and all(torch.is_tensor(v) and v.shape == () for out in returned for v in out.values())
+    assert [out.is_read for out in returned] == [False, False, True, False, False, True, True]
+    assert float(trainer.callback_metrics["d_loss"]) == pytest.approx(float(returned[-1]["d_loss"]))
     assert set(returned[-1]) >= {"d_loss", "g_loss", "d_real", "d_fake", "d_acc_real", "d_acc_fake"}

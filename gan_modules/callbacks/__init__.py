@@ -58,8 +58,11 @@ attribute                       kinds     meaning; who sets it, who reads it
 ==============================  ========  ====================================================================
 
 Per-step figures reach the callbacks as the dict ``training_step`` returns (``outputs`` in
-``on_train_batch_end``: ``d_loss``, ``g_loss``, ...), not through ``self.log``, which logs only
-every ``trainer.log_every_n_steps`` batches (see ``gan_modules/steps.py``).
+``on_train_batch_end``: ``d_loss``, ``g_loss``, ... as 0-d tensors on the training device), not
+through ``self.log``, which logs only every ``trainer.log_every_n_steps`` batches (see
+``gan_modules/steps.py``). Reading a value (``float(outputs["d_loss"])``) waits for the device; a
+callback that needs every step keeps the records and reads them in blocks, as NonFiniteGuard,
+CollapseWatch and TrainingPlots do (``gan_modules/step_stats.py``: ``PendingSteps``).
 """
 from __future__ import annotations
 

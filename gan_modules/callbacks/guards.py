@@ -1,13 +1,18 @@
 """Training guards: stop (or skip) on NaN/Inf before a bad state reaches a checkpoint, and warn on
 discriminator collapse or generator-loss divergence.
 
-``NonFiniteGuard`` checks, after every training step, the floats the step returned (``d_loss``,
-``g_loss``, ...) and every floating-point weight and buffer of the module. On a NaN or Inf:
+``NonFiniteGuard`` checks the floats every training step returned (``d_loss``, ``g_loss``, ...),
+and the module's floating-point weights and buffers before every checkpoint. The figures stay on
+the device and are read in blocks, every ``check_every_n_steps`` generator steps (one transfer,
+no per-step host sync; see ``gan_modules/step_stats.py``), on the steps where a sample or quality
+callback uses the model, before each checkpoint and at the end; the message names the first bad
+step exactly. On a NaN or Inf:
 
 * ``on_nan: stop`` (default) raises :class:`NonFiniteTrainingError`, whose message names the
   generator step, the offending values and the likely causes. Lightning runs callbacks before its
-  ``ModelCheckpoint`` callbacks in every hook, so the bad step is caught before any checkpoint of it
-  is written, and an exception (unlike ``trainer.should_stop``) also skips the end-of-epoch and
+  ``ModelCheckpoint`` callbacks in every hook, and the guard reads the unread steps whenever a
+  checkpoint is being assembled, so the bad step is caught before any checkpoint of it is written;
+  an exception (unlike ``trainer.should_stop``) also skips the end-of-epoch and
   end-of-training saves: ``checkpoints/last.ckpt`` keeps the last good state. As a second line, the
   guard also checks the weights whenever a checkpoint is about to be written and refuses to write a
   non-finite one.
@@ -15,8 +20,9 @@ discriminator collapse or generator-loss divergence.
   optimizer's state before each step and restores it when the step went bad, so the bad batch leaves
   no trace (the step still counts: ``generator_steps`` and Lightning's step budget move on, and
   ``skipped_steps`` in the callback's state says how many were thrown away). The copy costs one
-  extra set of weights and optimizer moments in memory plus a device-side copy per step: small for
-  the models here, noticeable for large ones, so ``stop`` is the default. After ``max_skips``
+  extra set of weights and optimizer moments in memory plus a device-side copy per step, and the
+  decision needs a host read every step: small for the models here, noticeable for large ones and
+  on a GPU, so ``stop`` is the default. After ``max_skips``
   consecutive bad steps it stops as ``stop`` would: skipping cannot fix a diverged setup.
 
 Under DDP the decision is reduced across ranks (any bad rank counts), so all ranks stop or restore
@@ -42,6 +48,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
+from gan_modules.step_stats import DEFAULT_READ_EVERY_N_STEPS, PendingSteps
 from gan_modules.steps import training_steps
 
 log = logging.getLogger(__name__)
@@ -78,12 +85,17 @@ def _float_tensors(pl_module: torch.nn.Module) -> list[tuple[str, torch.Tensor]]
     return [(name, t) for name, t in named if t.is_floating_point()]
 
 
-def weights_are_finite(pl_module: torch.nn.Module) -> bool:
-    """One pass over all floating-point weights and buffers, one host sync."""
+def all_finite(pl_module: torch.nn.Module) -> torch.Tensor:
+    """Whether every floating-point weight and buffer is finite, as a 0-d tensor left on the device."""
     tensors = [t.detach() for _, t in _float_tensors(pl_module)]
     if not tensors:
-        return True
-    return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())
+        return torch.tensor(True)
+    return torch.stack([torch.isfinite(t).all() for t in tensors]).all()
+
+
+def weights_are_finite(pl_module: torch.nn.Module) -> bool:
+    """One pass over all floating-point weights and buffers, one host sync."""
+    return bool(all_finite(pl_module))
 
 
 def nonfinite_weight_names(pl_module: torch.nn.Module, limit: int = 5) -> list[str]:
@@ -132,24 +144,34 @@ class NonFiniteGuard(pl.Callback):
         on_nan: ``stop`` raises :class:`NonFiniteTrainingError` before anything bad is saved;
             ``skip`` restores the weights and optimizer states from before the step (see the module
             docstring for the cost) and stops after ``max_skips`` consecutive bad steps.
+        check_every_n_steps: read the steps' figures from the device every N generator steps (one
+            transfer for the block) and name the first bad step exactly. It also reads on the steps
+            where another callback acts on the model (a callback's ``every_n_steps``: samples,
+            quality), before each checkpoint and at the end of training. ``skip`` reads every step.
         check_weights_every_n_steps: also check every weight every N generator steps (0: only the
             losses, plus the check before each checkpoint). ``skip`` always checks every step.
         max_skips: consecutive skipped steps after which ``skip`` stops anyway.
     """
 
-    def __init__(self, on_nan: str = "stop", check_weights_every_n_steps: int = 1, max_skips: int = 10) -> None:
+    def __init__(self, on_nan: str = "stop", check_every_n_steps: int = DEFAULT_READ_EVERY_N_STEPS,
+                 check_weights_every_n_steps: int = 0, max_skips: int = 10) -> None:
         if on_nan not in ("stop", "skip"):
             raise ValueError(f"callbacks.guards.on_nan must be 'stop' or 'skip', got {on_nan!r}.")
+        if isinstance(check_every_n_steps, bool) or not isinstance(check_every_n_steps, int) or check_every_n_steps < 1:
+            raise ValueError(f"callbacks.guards.check_every_n_steps must be a positive integer, got {check_every_n_steps!r}.")
         if check_weights_every_n_steps < 0:
             raise ValueError(f"check_weights_every_n_steps must be >= 0, got {check_weights_every_n_steps}.")
         if max_skips < 1:
             raise ValueError(f"max_skips must be >= 1, got {max_skips}.")
         self.on_nan = on_nan
+        self.check_every_n_steps = 1 if on_nan == "skip" else check_every_n_steps
         self.check_weights_every_n_steps = check_weights_every_n_steps
         self.max_skips = max_skips
         self.skipped_steps = 0
         self.consecutive_skips = 0
         self._snapshot: tuple[dict[str, torch.Tensor], list[dict[str, Any]]] | None = None
+        self._pending = PendingSteps(self.check_every_n_steps)
+        self._weight_flags: list[tuple[int, torch.Tensor]] = []  # (step, all weights finite) on the device
 
     # --- skip: keep the state from before the step ------------------------------------------
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
@@ -169,36 +191,73 @@ class NonFiniteGuard(pl.Callback):
         for opt, state in zip(trainer.optimizers, optimizers):
             opt.load_state_dict(copy.deepcopy(state))
 
-    # --- the check after every step ---------------------------------------------------------
+    # --- the check: every step's figures, read in blocks --------------------------------------
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, *args: Any) -> None:
         step = training_steps(trainer, pl_module)
-        bad_values = nonfinite_values(outputs)
+        due = self._pending.add(outputs, step)
         every = self.check_weights_every_n_steps
-        check_weights = self.on_nan == "skip" or (every > 0 and step % every == 0)
-        bad_weights = check_weights and not bad_values and not weights_are_finite(pl_module)
-        bad = trainer.strategy.reduce_boolean_decision(bool(bad_values) or bad_weights, all=False)
+        if self.on_nan == "skip" or (every > 0 and step % every == 0):
+            self._weight_flags.append((step, all_finite(pl_module)))
+        # A callback that uses the model on this step (a sample grid, a quality check) should not
+        # see a bad state the guard has not yet looked at.
+        due = due or any(step % n == 0 for n in self._acting_intervals(trainer))
+        if due:
+            self.check(trainer, pl_module, step)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.check(trainer, pl_module, training_steps(trainer, pl_module))
+
+    def check(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int, across_ranks: bool = True) -> None:
+        """Read the steps since the last check and act on the first bad one (all ranks together,
+        unless ``across_ranks`` is false: a checkpoint may be assembled on one rank only)."""
+        flags = self._weight_flags
+        self._weight_flags = []
+        records, finite = self._pending.take(extra=[flag for _, flag in flags])
+        bad_step, what = None, ""
+        for record in records:
+            bad_values = nonfinite_values(record.host())
+            if bad_values:
+                bad_step, what = record.step, self._describe(pl_module, bad_values, record.host())
+                break
+        bad_weights = next((s for (s, _), ok in zip(flags, finite) if not ok), None)
+        if bad_weights is not None and (bad_step is None or bad_weights < bad_step):
+            bad_step, what = bad_weights, self._describe(pl_module, {}, None)
+        bad = bad_step is not None
+        if across_ranks:
+            bad = trainer.strategy.reduce_boolean_decision(bad, all=False)
         if not bad:
             self.consecutive_skips = 0
             return
-        if not bad_values and not bad_weights:
-            what = "another rank (DDP) saw NaN/Inf"
-        else:
-            what = self._describe(pl_module, bad_values, outputs)
+        if bad_step is None:
+            bad_step, what = step, "another rank (DDP) saw NaN/Inf"
         if self.on_nan == "skip" and self.consecutive_skips < self.max_skips:
             self._restore(trainer, pl_module)
             self.skipped_steps += 1
             self.consecutive_skips += 1
-            message = (f"Generator step {step}: {what}; the step was skipped (weights and optimizer state "
+            message = (f"Generator step {bad_step}: {what}; the step was skipped (weights and optimizer state "
                        f"restored from before it; {self.skipped_steps} skipped so far).")
             log.warning(message)
             warnings.warn(message, TrainingHealthWarning, stacklevel=2)
             return
-        raise NonFiniteTrainingError(self._stop_message(trainer, pl_module, step, what))
+        raise NonFiniteTrainingError(self._stop_message(trainer, pl_module, bad_step, what, now=step))
+
+    def _acting_intervals(self, trainer: pl.Trainer) -> list[int]:
+        intervals = []
+        for callback in trainer.callbacks:
+            every = getattr(callback, "every_n_steps", None)
+            if callback is not self and isinstance(every, int) and not isinstance(every, bool) and every > 0:
+                intervals.append(every)
+        return intervals
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
-        # Runs while the checkpoint is being assembled, before anything is written: never save NaN weights.
+        # Runs while the checkpoint is being assembled, before anything is written: never save NaN
+        # weights. The steps not yet read go first, so that a bad step is named exactly.
+        step = training_steps(trainer, pl_module)
+        try:
+            self.check(trainer, pl_module, step, across_ranks=False)
+        except NonFiniteTrainingError as error:
+            raise NonFiniteTrainingError(f"{error}\n(Caught as a checkpoint was about to be written: it was not written.)") from None
         if not weights_are_finite(pl_module):
-            step = training_steps(trainer, pl_module)
             what = self._describe(pl_module, {}, None) + " (caught as a checkpoint was about to be written: it was not written)"
             raise NonFiniteTrainingError(self._stop_message(trainer, pl_module, step, what))
 
@@ -212,8 +271,12 @@ class NonFiniteGuard(pl.Callback):
         names = nonfinite_weight_names(pl_module)
         return "the weights became NaN/Inf" + (f" ({', '.join(names)})" if names else "")
 
-    def _stop_message(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int, what: str) -> str:
-        lines = [f"Training stopped at generator step {step}: {what}."]
+    def _stop_message(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int, what: str,
+                      now: int | None = None) -> str:
+        if now is None or now == step:
+            lines = [f"Training stopped at generator step {step}: {what}."]
+        else:  # read in a block: the bad step came before the check
+            lines = [f"Training stopped at generator step {now}: generator step {step} went bad: {what}."]
         ckpt = last_checkpoint(trainer)
         if ckpt:
             lines.append(f"The last good checkpoint is untouched: {ckpt} (resume with ckpt_path={ckpt} and a fix below).")
@@ -245,14 +308,20 @@ class CollapseWatch(pl.Callback):
             ``g_loss = -log D(G(z))``, so 20 means D gives fakes a probability below 2e-9.
         g_loss_growth: warn when ``g_loss`` stays above this many times its early level (the median
             of ``|g_loss|`` over the first ``patience`` steps, at least 1); null: off.
+        read_every_n_steps: the steps' figures are read from the device in blocks of this many
+            steps, so a warning comes up to that many steps after the step that completes it.
     The ``g_loss`` checks are off for Wasserstein and hinge losses, whose generator loss is a critic
     score with no fixed level.
     """
 
     def __init__(self, patience: int = 200, d_acc_threshold: float = 0.99, g_loss_max: float | None = 20.0,
-                 g_loss_growth: float | None = 10.0) -> None:
+                 g_loss_growth: float | None = 10.0, read_every_n_steps: int = DEFAULT_READ_EVERY_N_STEPS) -> None:
         if patience < 1:
             raise ValueError(f"callbacks.collapse_watch.patience must be >= 1, got {patience}.")
+        if isinstance(read_every_n_steps, bool) or not isinstance(read_every_n_steps, int) or read_every_n_steps < 1:
+            raise ValueError("callbacks.collapse_watch.read_every_n_steps must be a positive integer, "
+                             f"got {read_every_n_steps!r}.")
+        self._pending = PendingSteps(read_every_n_steps)
         self.patience = int(patience)
         self.d_acc_threshold = d_acc_threshold
         self.g_loss_max = g_loss_max
@@ -329,7 +398,13 @@ class CollapseWatch(pl.Callback):
         self.g_loss_checks = kind not in UNBOUNDED_G_LOSS_KINDS
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, *args: Any) -> None:
-        if not trainer.is_global_zero or not isinstance(outputs, Mapping):
-            return
-        metrics = {k: float(v) for k, v in outputs.items() if isinstance(v, (int, float))}
-        self.observe(training_steps(trainer, pl_module), metrics)
+        if trainer.is_global_zero and self._pending.add(outputs, training_steps(trainer, pl_module)):
+            self._observe_pending()
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._observe_pending()
+
+    def _observe_pending(self) -> None:
+        records, _ = self._pending.take()
+        for record in records:
+            self.observe(record.step, record.host())

@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-from pytorch_lightning.utilities import rank_zero_only
 
 from gan_modules.atomic_files import save_figure
+from gan_modules.step_stats import DEFAULT_READ_EVERY_N_STEPS, PendingSteps
 from gan_modules.steps import training_steps
 
 PLOTS = {
@@ -32,25 +32,38 @@ def moving_average(values: list[float], window: int) -> list[float]:
 
 
 class TrainingPlots(pl.Callback):
-    """Record the per-step statistics the GANModule returns; plot them into ``dirpath`` at the end."""
+    """Record the per-step statistics the module returns; plot them into ``dirpath`` at the end.
 
-    def __init__(self, dirpath: str, smoothing: int = 50) -> None:
+    The figures are read from the device in blocks of ``read_every_n_steps`` steps (and before each
+    checkpoint and the drawing), not every step.
+    """
+
+    def __init__(self, dirpath: str, smoothing: int = 50, read_every_n_steps: int = DEFAULT_READ_EVERY_N_STEPS) -> None:
+        if isinstance(read_every_n_steps, bool) or not isinstance(read_every_n_steps, int) or read_every_n_steps < 1:
+            raise ValueError("callbacks.training_plots.read_every_n_steps must be a positive integer, "
+                             f"got {read_every_n_steps!r}.")
         self.dirpath = Path(dirpath)
         self.smoothing = max(1, smoothing)
         self.history: dict[str, list[float]] = defaultdict(list)
         self.step_label = "generator step"
+        self._pending = PendingSteps(read_every_n_steps)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, *args: Any) -> None:
-        if not isinstance(outputs, dict):
-            return
         self.step_label = "generator step" if hasattr(pl_module, "generator_steps") else "training step"
-        self.history["step"].append(float(training_steps(trainer, pl_module)))
-        for key, value in outputs.items():
-            self.history[key].append(float(value))
+        if self._pending.add(outputs, training_steps(trainer, pl_module)):
+            self._record_pending()
 
-    @rank_zero_only
+    def _record_pending(self) -> None:
+        records, _ = self._pending.take()
+        for record in records:
+            self.history["step"].append(float(record.step))
+            for key, value in record.host().items():
+                self.history[key].append(value)
+
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.draw()
+        self._record_pending()
+        if trainer.is_global_zero:
+            self.draw()
 
     def draw(self) -> list[Path]:
         import matplotlib
@@ -80,6 +93,7 @@ class TrainingPlots(pl.Callback):
         return written
 
     def state_dict(self) -> dict[str, Any]:
+        self._record_pending()  # a checkpoint holds every step up to its own
         return {"history": dict(self.history)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:

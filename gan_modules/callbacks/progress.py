@@ -5,8 +5,13 @@ Lightning's bar counts training batches, but when a run is limited by ``trainer.
 ``n_critic + 1`` optimizer steps per batch, so a 50-step run ended showing 50/100. Here the cap is
 converted back into batches: one batch is one generator step for a GAN, and one optimizer step for
 an autoencoder, so the bar ends at N/N either way.
+
+The logged values it shows are read from the device (a host sync) only once per logging interval
+(``trainer.log_every_n_steps``), the only steps on which they change, not on every refresh.
 """
 from __future__ import annotations
+
+from typing import Any
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import TQDMProgressBar
@@ -18,6 +23,11 @@ class GeneratorStepProgressBar(TQDMProgressBar):
     """:class:`TQDMProgressBar` whose training total is in batches (generator steps) also when the run
     stops at ``trainer.max_steps``."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._shown_interval: int | None = None
+        self._shown: dict[str, Any] = {}
+
     @property
     def total_train_batches(self) -> int | float:
         trainer: pl.Trainer = self.trainer
@@ -28,3 +38,15 @@ class GeneratorStepProgressBar(TQDMProgressBar):
             remaining = -(-(max_steps - trainer.global_step) // per_batch)  # batches still to run, rounded up
             return min(batches, max(remaining, 0))
         return batches
+
+    def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
+        if not trainer.training or trainer.log_every_n_steps < 1:
+            return super().get_metrics(trainer, pl_module)
+        per_batch = optimizer_steps_per_batch(trainer.lightning_module)
+        batches = -(-trainer.global_step // per_batch)
+        # Values logged on batch k * log_every_n_steps are first seen by the callbacks of the next batch.
+        interval = (batches - 1) // trainer.log_every_n_steps
+        if self._shown_interval != interval:
+            self._shown_interval = interval
+            self._shown = super().get_metrics(trainer, pl_module)
+        return self._shown

@@ -1,0 +1,174 @@
+"""Per-step figures stay on the device: the callbacks read them in blocks, and a step makes no host read."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from gan_modules.callbacks.guards import NonFiniteTrainingError
+from gan_modules.step_stats import PendingSteps, StepStatistics, read_back
+from gan_modules.training import train
+from tests.conftest import FAST, TINY_DIGITS, compose_train
+
+ROOT = Path(__file__).resolve().parents[1]
+PROJECT_DIRS = tuple(str(ROOT / name) + "/" for name in ("gan_modules", "datamodules"))
+# What reads a tensor's values on the host: on a GPU each one waits for the device.
+HOST_READS = ("item", "tolist", "numpy", "__float__", "__int__", "__bool__", "__index__")
+
+
+class CountingTolist:
+    """Counts ``Tensor.tolist`` calls (the one transfer of a block read)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls = 0
+        original = torch.Tensor.tolist
+
+        def tolist(tensor):
+            self.calls += 1
+            return original(tensor)
+
+        monkeypatch.setattr(torch.Tensor, "tolist", tolist)
+
+
+def test_a_record_is_read_once_and_shared_by_every_reader(monkeypatch):
+    counter = CountingTolist(monkeypatch)
+    record = StepStatistics({"d_loss": torch.tensor(0.5), "g_loss": torch.tensor(2.0), "d_acc_real": 1}, step=7)
+    assert counter.calls == 0 and not record.is_read
+    assert record.copy() is record  # what Lightning's manual loop hands the callbacks
+    assert isinstance(record, dict) and list(record) == ["d_loss", "g_loss", "d_acc_real"] and len(record) == 3
+    assert torch.is_tensor(record["g_loss"]) and record["g_loss"].shape == () and not record.is_read
+    assert record.host() == {"d_loss": 0.5, "g_loss": 2.0, "d_acc_real": 1.0}
+    assert counter.calls == 1 and record.is_read and record.step == 7
+    record.host()
+    assert counter.calls == 1
+
+
+def test_a_block_of_records_is_read_in_one_transfer(monkeypatch):
+    counter = CountingTolist(monkeypatch)
+    records = [StepStatistics({"d_loss": torch.tensor(float(i)), "g_loss": torch.tensor(-float(i))}, step=i)
+               for i in range(1, 6)]
+    records[1].host()  # already read by another callback: not read again
+    calls = counter.calls
+    extra = read_back(records, extra=[torch.tensor(True), torch.tensor(3.5)])
+    assert counter.calls == calls + 1
+    assert extra == [1.0, 3.5]
+    assert [r.host()["g_loss"] for r in records] == [-1.0, -2.0, -3.0, -4.0, -5.0]
+    assert read_back(records) == [] and counter.calls == calls + 1  # nothing left to read
+
+
+def test_pending_steps_is_due_on_multiples_and_wraps_plain_dicts():
+    pending = PendingSteps(read_every_n_steps=3)
+    due = [pending.add({"loss": torch.tensor(float(step)), "name": "not a number"}, step) for step in range(1, 7)]
+    assert due == [False, False, True, False, False, True]
+    records, _ = pending.take()
+    assert [r.step for r in records] == [1, 2, 3, 4, 5, 6] and [r.host()["loss"] for r in records] == [1, 2, 3, 4, 5, 6]
+    assert list(records[0]) == ["loss"] and len(pending) == 0
+    assert pending.add(None, 9) is True and len(pending) == 0  # a module that returns nothing
+    with pytest.raises(ValueError, match="positive integer"):
+        PendingSteps(0)
+
+
+# The generator step (1-based) whose batch is in progress, 0 outside training; set by StepTag.
+IN_PROGRESS = {"step": 0}
+PLOTS_SEEN: list = []
+
+
+class StepTag(pl.Callback):
+    """Test helper: tracks the step in progress, and hands the run's TrainingPlots to the test."""
+
+    def on_train_start(self, trainer, pl_module):
+        PLOTS_SEEN[:] = [cb for cb in trainer.callbacks if type(cb).__name__ == "TrainingPlots"]
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        IN_PROGRESS["step"] = pl_module.generator_steps_done + 1
+
+    def on_train_end(self, trainer, pl_module):
+        IN_PROGRESS["step"] = 0
+
+
+def record_project_reads(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, str]]:
+    """Patch the host-read methods so that calls made during training by the project's own code
+    (gan_modules, datamodules) are recorded with the step in progress."""
+    reads: list[tuple[int, str]] = []
+    for name in HOST_READS:
+        original = getattr(torch.Tensor, name)
+
+        def patched(tensor, *args, _original=original, _name=name, **kwargs):
+            caller = sys._getframe(1).f_code
+            if IN_PROGRESS["step"] > 0 and caller.co_filename.startswith(PROJECT_DIRS):
+                reads.append((IN_PROGRESS["step"], f"{_name} in {Path(caller.co_filename).name}:{caller.co_name}"))
+            return _original(tensor, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, patched)
+    return reads
+
+
+@pytest.mark.parametrize("ema", ["null", "0.999"])
+def test_training_steps_make_no_host_read_outside_the_read_schedule(tmp_path, monkeypatch, ema):
+    every = 5
+    overrides = FAST + TINY_DIGITS + [
+        "model=dcgan", "model.generator.base_channels=8", "model.discriminator.base_channels=8", "max_generator_steps=12", "logger=csv", f"trainer.log_every_n_steps={every}",
+        f"model.ema_decay={ema}", f"callbacks.guards.check_every_n_steps={every}",
+        f"callbacks.collapse_watch.read_every_n_steps={every}", f"callbacks.training_plots.read_every_n_steps={every}",
+        "callbacks.samples.every_n_steps=10", "callbacks.model_checkpoint=null",
+        "+callbacks.step_tag._target_=tests.test_step_stats.StepTag",
+    ]
+    cfg = compose_train(overrides, tmp_path)
+    reads = record_project_reads(monkeypatch)
+    train(cfg)
+    steps_with_reads = {step for step, _ in reads}
+    # Reads come on the block steps (5, 10; the sample grid's step 10 too) and on the last step (12).
+    assert steps_with_reads <= {5, 10, 12}, [r for r in reads if r[0] not in (5, 10, 12)]
+    assert 5 in steps_with_reads  # the counter works
+    plots = PLOTS_SEEN[0]
+    assert plots.history["step"] == [float(s) for s in range(1, 13)] and len(plots.history["d_loss"]) == 12
+
+
+def test_the_guard_reads_in_blocks_and_names_the_bad_step(tmp_path):
+    overrides = FAST + TINY_DIGITS + [
+        "model=mlp_small", "max_generator_steps=30", "logger=csv", "callbacks.samples=null",
+        "callbacks.training_plots=null", "callbacks.model_checkpoint=null", "callbacks.guards.check_every_n_steps=10",
+        "+callbacks.poison._target_=tests.test_guards.PoisonBatch", "+callbacks.poison.at_step=13",
+    ]
+    with pytest.raises(NonFiniteTrainingError) as info:
+        train(compose_train(overrides, tmp_path))
+    message = str(info.value)
+    assert "Training stopped at generator step 20: generator step 13 went bad: " in message and "d_loss=nan" in message
+
+
+@pytest.mark.parametrize("value", [0, -3, 2.5, True])
+def test_bad_read_intervals_are_refused(value):
+    from gan_modules.callbacks.guards import CollapseWatch, NonFiniteGuard
+    from gan_modules.callbacks.plots import TrainingPlots
+
+    with pytest.raises(ValueError, match="check_every_n_steps must be a positive integer"):
+        NonFiniteGuard(check_every_n_steps=value)
+    with pytest.raises(ValueError, match="read_every_n_steps must be a positive integer"):
+        CollapseWatch(read_every_n_steps=value)
+    with pytest.raises(ValueError, match="read_every_n_steps must be a positive integer"):
+        TrainingPlots("unused", read_every_n_steps=value)
+
+
+def test_the_progress_bar_reads_the_logged_values_once_per_logging_interval(tmp_path, monkeypatch):
+    from pytorch_lightning.callbacks import TQDMProgressBar
+
+    reads = []
+    original = TQDMProgressBar.get_metrics
+
+    def counting(self, trainer, pl_module):
+        reads.append(pl_module.generator_steps_done)
+        return original(self, trainer, pl_module)
+
+    monkeypatch.setattr(TQDMProgressBar, "get_metrics", counting)
+    overrides = FAST[:1] + TINY_DIGITS + [
+        "model=mlp_small", "max_generator_steps=12", "logger=csv", "trainer.log_every_n_steps=4",
+        "callbacks.samples=null", "callbacks.model_checkpoint=null", "callbacks.progress_bar.refresh_rate=1",
+        "trainer.enable_progress_bar=true",
+    ]
+    train(compose_train(overrides, tmp_path))
+    training_reads = [step for step in reads if 0 < step <= 12]
+    # Batches 1-4 show the first interval, 5-8 the values logged at 4, 9-12 those logged at 8.
+    assert training_reads[:3] == [1, 5, 9]
