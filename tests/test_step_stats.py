@@ -15,6 +15,9 @@ from tests.conftest import FAST, TINY_DIGITS, compose_train
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT_DIRS = tuple(str(ROOT / name) + "/" for name in ("gan_modules", "datamodules"))
+# Reads of values drawn from the CPU's generator (StyleGAN's style-mixing coin and crossover), which
+# never wait for a GPU.
+CPU_SIDE_READS = ("stylegan.py:styles",)
 # What reads a tensor's values on the host: on a GPU each one waits for the device.
 HOST_READS = ("item", "tolist", "numpy", "__float__", "__int__", "__bool__", "__index__")
 
@@ -106,12 +109,23 @@ def record_project_reads(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, str
     return reads
 
 
-@pytest.mark.parametrize("ema", ["null", "0.999"])
-def test_training_steps_make_no_host_read_outside_the_read_schedule(tmp_path, monkeypatch, ema):
+RUNS = {
+    "dcgan": TINY_DIGITS + ["model=dcgan", "model.generator.base_channels=8", "model.discriminator.base_channels=8"],
+    "dcgan_ema": TINY_DIGITS + ["model=dcgan", "model.generator.base_channels=8", "model.discriminator.base_channels=8",
+                                "model.ema_decay=0.999"],
+    # Grown by the callback, with its stage picked on the host at every forward.
+    "stylegan_growing": ["experiment=stylegan_fashion32", "dataset.subset=256", "+trainer.enable_checkpointing=false", "model.generator.mapping_layers=2",
+                         "callbacks.progressive.fade_in_images=32", "callbacks.progressive.stabilize_images=32",
+                         "callbacks.progressive.batch_sizes={default: 8}"],
+}
+
+
+@pytest.mark.parametrize("run", sorted(RUNS))
+def test_training_steps_make_no_host_read_outside_the_read_schedule(tmp_path, monkeypatch, run):
     every = 5
-    overrides = FAST + TINY_DIGITS + [
-        "model=dcgan", "model.generator.base_channels=8", "model.discriminator.base_channels=8", "max_generator_steps=12", "logger=csv", f"trainer.log_every_n_steps={every}",
-        f"model.ema_decay={ema}", f"callbacks.guards.check_every_n_steps={every}",
+    overrides = FAST + RUNS[run] + [
+        "max_generator_steps=12", "logger=csv", f"trainer.log_every_n_steps={every}",
+        f"callbacks.guards.check_every_n_steps={every}",
         f"callbacks.collapse_watch.read_every_n_steps={every}", f"callbacks.training_plots.read_every_n_steps={every}",
         "callbacks.samples.every_n_steps=10", "callbacks.model_checkpoint=null",
         "+callbacks.step_tag._target_=tests.test_step_stats.StepTag",
@@ -119,6 +133,7 @@ def test_training_steps_make_no_host_read_outside_the_read_schedule(tmp_path, mo
     cfg = compose_train(overrides, tmp_path)
     reads = record_project_reads(monkeypatch)
     train(cfg)
+    reads = [(step, what) for step, what in reads if not what.endswith(CPU_SIDE_READS)]
     steps_with_reads = {step for step, _ in reads}
     # Reads come on the block steps (5, 10; the sample grid's step 10 too) and on the last step (12).
     assert steps_with_reads <= {5, 10, 12}, [r for r in reads if r[0] not in (5, 10, 12)]
@@ -172,3 +187,16 @@ def test_the_progress_bar_reads_the_logged_values_once_per_logging_interval(tmp_
     training_reads = [step for step in reads if 0 < step <= 12]
     # Batches 1-4 show the first interval, 5-8 the values logged at 4, 9-12 those logged at 8.
     assert training_reads[:3] == [1, 5, 9]
+
+
+def test_a_growing_network_keeps_its_stage_on_the_host_and_follows_a_loaded_state():
+    from gan_modules.nets.progan import ProGANGenerator
+
+    grown = ProGANGenerator(out_shape=(1, 16, 16), z_dim=8, channel_base=64, max_channels=8)
+    young = ProGANGenerator(out_shape=(1, 16, 16), z_dim=8, channel_base=64, max_channels=8)
+    assert (grown.stage_index, grown.alpha_value) == (2, 1.0)  # a new network is fully grown
+    young.set_progress(1, 0.25)
+    assert (young.stage_index, young.alpha_value, int(young.stage)) == (1, 0.25, 1) and young.fading()
+    grown.load_state_dict(young.state_dict())
+    assert (grown.stage_index, grown.alpha_value, grown.current_resolution) == (1, 0.25, 8)
+    assert grown(torch.randn(2, 8)).shape == (2, 1, 8, 8)

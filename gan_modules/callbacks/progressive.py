@@ -141,7 +141,7 @@ class ProgressiveGrowing(Callback):
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        old_stage = int(pl_module.generator.stage)
+        old_stage = pl_module.generator.stage_index
         old_batch = trainer.datamodule.batch_size
         real, _ = split_batch(batch)
         self.images_seen += int(real.shape[0]) * trainer.world_size
@@ -151,7 +151,7 @@ class ProgressiveGrowing(Callback):
         if self.stop_when_done and self.images_seen >= self.schedule.total_images:
             trainer.should_stop = True
         if logs_this_batch(trainer):
-            pl_module.log_dict({"resolution": float(self._resolution(stage)), "alpha": float(pl_module.generator.alpha),
+            pl_module.log_dict({"resolution": float(self._resolution(stage)), "alpha": pl_module.generator.alpha_value,
                                 "kimg": self.images_seen / 1000.0}, on_step=True, on_epoch=False)
 
     # --- checkpoints --------------------------------------------------------------------------

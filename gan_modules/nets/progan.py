@@ -63,7 +63,7 @@ class ProGANGenerator(ProgressiveNet):
         self.output_activation = make_output_activation(output_activation)
 
     def forward(self, z: Tensor) -> Tensor:
-        stage = int(self.stage)
+        stage = self.stage_index
         h = self.first(self.dense(self.latent_norm(z)).view(z.shape[0], -1, 4, 4))
         previous = h
         for block in self.blocks[:stage]:
@@ -104,7 +104,7 @@ class ProGANDiscriminator(ProgressiveNet):
         )
 
     def forward(self, x: Tensor) -> DiscriminatorOutput:
-        stage = int(self.stage)
+        stage = self.stage_index
         if x.shape[-1] != self.current_resolution or x.shape[-2] != self.current_resolution:
             raise ValueError(
                 f"ProGANDiscriminator is at stage {stage} and takes {self.current_resolution}x"

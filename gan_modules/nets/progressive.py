@@ -13,6 +13,7 @@ that nothing sets stays fully grown (the last stage, alpha 1), which is fixed-re
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -54,17 +55,43 @@ def fade(old: Tensor, new: Tensor, alpha: Tensor) -> Tensor:
 
 
 class ProgressiveNet(nn.Module):
-    """Base class: holds ``stage`` and ``alpha`` for a network that grows to ``resolution``."""
+    """Base class: holds ``stage`` and ``alpha`` for a network that grows to ``resolution``.
+
+    The forward pass picks its blocks by the stage, a Python decision: reading the buffer there would
+    wait for the device at every forward. So the pair is mirrored on the host (``stage_index``,
+    ``alpha_value``), set by ``set_progress`` and read again from the buffers after a state dict is
+    loaded; the buffers carry them into checkpoints.
+    """
 
     def __init__(self, resolution: int) -> None:
         super().__init__()
         self.num_stages = stage_count(int(resolution))
         self.register_buffer("stage", torch.tensor(self.num_stages - 1, dtype=torch.long))
         self.register_buffer("alpha", torch.tensor(1.0))
+        self._progress_on_host: tuple[int, float] | None = (self.num_stages - 1, 1.0)
+
+    @property
+    def stage_index(self) -> int:
+        """``stage`` as a Python int (no device read)."""
+        return self._host_progress()[0]
+
+    @property
+    def alpha_value(self) -> float:
+        """``alpha`` as a Python float (no device read)."""
+        return self._host_progress()[1]
+
+    def _host_progress(self) -> tuple[int, float]:
+        if self._progress_on_host is None:  # once after each load
+            self._progress_on_host = (int(self.stage), float(self.alpha))
+        return self._progress_on_host
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._progress_on_host = None  # the buffers may hold another stage now
 
     @property
     def current_resolution(self) -> int:
-        return 4 * 2 ** int(self.stage)
+        return 4 * 2 ** self.stage_index
 
     def set_progress(self, stage: int, alpha: float) -> None:
         """Work at ``stage`` (0 = 4x4) with the newest block faded in by ``alpha`` in [0, 1]."""
@@ -72,14 +99,16 @@ class ProgressiveNet(nn.Module):
             raise ValueError(f"stage must be in [0, {self.num_stages - 1}] for this network, got {stage}.")
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {alpha}.")
+        alpha = float(alpha) if stage > 0 else 1.0  # nothing fades in at the first stage
         self.stage.fill_(int(stage))
-        self.alpha.fill_(float(alpha) if stage > 0 else 1.0)  # nothing fades in at the first stage
+        self.alpha.fill_(alpha)
+        self._progress_on_host = (int(stage), alpha)
 
     def fading(self) -> bool:
         """True while the newest block is still being faded in."""
-        return int(self.stage) > 0 and float(self.alpha) < 1.0
+        return self.stage_index > 0 and self.alpha_value < 1.0
 
 
 def fully_grown(net: nn.Module) -> bool:
     """True for a network at its last stage with alpha 1, and for any network that does not grow."""
-    return not isinstance(net, ProgressiveNet) or (int(net.stage) == net.num_stages - 1 and float(net.alpha) == 1.0)
+    return not isinstance(net, ProgressiveNet) or (net.stage_index == net.num_stages - 1 and net.alpha_value == 1.0)

@@ -170,7 +170,7 @@ class StyleGANGenerator(StyleLatents, ProgressiveNet):
     @property
     def active_ws(self) -> int:
         """How many styles the current stage uses (the layers of the blocks up to it)."""
-        return 2 * (int(self.stage) + 1)
+        return 2 * (self.stage_index + 1)
 
     def make_noise(self, batch_size: int = 1, generator: torch.Generator | None = None,
                    device: torch.device | str | None = None) -> list[Tensor]:
@@ -190,7 +190,7 @@ class StyleGANGenerator(StyleLatents, ProgressiveNet):
             raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}.")
         if ws.dim() != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):
             raise ValueError(f"synthesis expects ws of shape (B, {self.num_ws}, {self.w_dim}), got {list(ws.shape)}.")
-        stage = int(self.stage)
+        stage = self.stage_index
         x = self.const(ws.shape[0])
         previous = x
         for s in range(stage + 1):
