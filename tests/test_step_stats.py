@@ -113,6 +113,11 @@ RUNS = {
     "dcgan": TINY_DIGITS + ["model=dcgan", "model.generator.base_channels=8", "model.discriminator.base_channels=8"],
     "dcgan_ema": TINY_DIGITS + ["model=dcgan", "model.generator.base_channels=8", "model.discriminator.base_channels=8",
                                 "model.ema_decay=0.999"],
+    # Lazy R1 and path length on their own steps, ADA adjusting p every 4 steps, EMA.
+    "stylegan2_ada": ["experiment=stylegan2_fashion32", "dataset=digits", "dataset.image_size=8", "dataset.batch_size=8",
+                      "model.generator.z_dim=8", "model.generator.w_dim=8", "model.generator.channel_base=32",
+                      "model.discriminator.channel_base=32", "model.loss.r1_interval=2", "model.loss.pl_interval=3",
+                      "augment=ada"],
     # Grown by the callback, with its stage picked on the host at every forward.
     "stylegan_growing": ["experiment=stylegan_fashion32", "dataset.subset=256", "+trainer.enable_checkpointing=false", "model.generator.mapping_layers=2",
                          "callbacks.progressive.fade_in_images=32", "callbacks.progressive.stabilize_images=32",
