@@ -16,6 +16,7 @@ Sides of one comparison (``--variants``; the plain loop always runs):
     on_device          dataset.on_device=true: the training split as one tensor on the device
     on_device_compile  on_device plus model.compile=true
     channels_last      on_device_compile plus model.channels_last=true
+    on_device_channels_last  on_device plus model.channels_last=true, eager
 ``--extra`` adds overrides to every framework side (e.g. trainer.precision=bf16-mixed).
 
 The speed comparison runs in one process (threads pinned): each round times a segment of every side
@@ -69,6 +70,7 @@ VARIANTS = {
     "on_device": ["dataset.on_device=true"],
     "on_device_compile": ["dataset.on_device=true", "model.compile=true"],
     "channels_last": ["dataset.on_device=true", "model.compile=true", "model.channels_last=true"],
+    "on_device_channels_last": ["dataset.on_device=true", "model.channels_last=true"],
 }
 READ_EVERY = 50  # the per-step callbacks' block (--read-every)
 WARMUP = 20  # generator steps of each segment not timed (trainer start-up, allocator, compile, loader warm-up)
