@@ -207,7 +207,7 @@ class GANModule(pl.LightningModule):
         # Logged here, after the callbacks' hooks, so that a callback ending the run in its own
         # on_train_batch_end (trainer.should_stop) still gets the last step's figures logged.
         if logs_this_batch(self.trainer):
-            values = outputs.host()  # the one device read of a logging step
+            values = StepStatistics.of(outputs, self.generator_steps_done).host()  # the step's one device read
             self.log_dict({k: values[k] for k in ("d_loss", "g_loss")}, prog_bar=True, on_step=True, on_epoch=False)
             self.log_dict({k: v for k, v in values.items() if k not in ("d_loss", "g_loss")}, on_step=True,
                           on_epoch=False)
@@ -218,6 +218,14 @@ class GANModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["loss_term_statistics"] = self.loss.latest_statistics()
+        # Lightning skips the callbacks' on_save_checkpoint for a weights-only checkpoint, but not
+        # this hook: the NaN guard looks at the steps it has not read yet here too.
+        weights_only = "optimizer_states" not in checkpoint
+        if weights_only and self._trainer is not None:
+            for callback in self.trainer.callbacks:
+                before_save = getattr(callback, "before_checkpoint", None)
+                if callable(before_save):
+                    before_save(self.trainer, self)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Let a resumed run switch the EMA on or off (``model.ema_decay``) instead of failing to load."""

@@ -45,6 +45,7 @@ class StepStatistics(dict):
         if device is not None:
             tensors = [t.to(device) for t in tensors]  # Python numbers join the device's values
         self._stacked = torch.stack(tensors) if tensors else torch.zeros(0)
+        self._names = tuple(names)  # the stacked order, kept even if someone edits the dict
         super().__init__(zip(names, self._stacked.unbind(0)))
         self.step = int(step)
         self._host: dict[str, float] | None = None
@@ -77,7 +78,7 @@ class StepStatistics(dict):
 
     def __repr__(self) -> str:
         shown = self._host if self._host is not None else "on the device"
-        return f"StepStatistics(step={self.step}, {list(self)}, {shown})"
+        return f"StepStatistics(step={self.step}, {list(self._names)}, {shown})"
 
 
 def read_back(records: Sequence[StepStatistics], extra: Sequence[Tensor] = ()) -> list[float]:
@@ -95,8 +96,9 @@ def read_back(records: Sequence[StepStatistics], extra: Sequence[Tensor] = ()) -
     values = torch.cat(parts).tolist()  # the one synchronisation
     at = 0
     for record in pending:
-        record._host = dict(zip(record, values[at:at + len(record)]))
-        at += len(record)
+        n = len(record._names)
+        record._host = dict(zip(record._names, values[at:at + n]))
+        at += n
     return values[at:]
 
 
@@ -125,6 +127,9 @@ class PendingSteps:
         records, self.records = self.records, []
         extra_values = read_back(records, extra)
         return records, extra_values
+
+    def clear(self) -> None:
+        self.records = []
 
     def __len__(self) -> int:
         return len(self.records)

@@ -77,6 +77,7 @@ def test_pending_steps_is_due_on_multiples_and_wraps_plain_dicts():
 # The generator step (1-based) whose batch is in progress, 0 outside training; set by StepTag.
 IN_PROGRESS = {"step": 0}
 PLOTS_SEEN: list = []
+EPOCH_ENDS: list = []  # steps at which an epoch ended (the guard reads there, before the checkpoint)
 
 
 class StepTag(pl.Callback):
@@ -84,6 +85,10 @@ class StepTag(pl.Callback):
 
     def on_train_start(self, trainer, pl_module):
         PLOTS_SEEN[:] = [cb for cb in trainer.callbacks if type(cb).__name__ == "TrainingPlots"]
+        EPOCH_ENDS.clear()
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        EPOCH_ENDS.append(pl_module.generator_steps_done)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         IN_PROGRESS["step"] = pl_module.generator_steps_done + 1
@@ -140,8 +145,12 @@ def test_training_steps_make_no_host_read_outside_the_read_schedule(tmp_path, mo
     train(cfg)
     reads = [(step, what) for step, what in reads if not what.endswith(CPU_SIDE_READS)]
     steps_with_reads = {step for step, _ in reads}
-    # Reads come on the block steps (5, 10; the sample grid's step 10 too) and on the last step (12).
-    assert steps_with_reads <= {5, 10, 12}, [r for r in reads if r[0] not in (5, 10, 12)]
+    # Reads come on the block steps (5, 10; the sample grid's step 10 too), the last step (12) and
+    # where an epoch ends (a growing StyleGAN ends one when its batch size changes).
+    # (An epoch ended early is seen from the next batch's start: tagged with the step after.)
+    allowed = {5, 10, 12, *EPOCH_ENDS, *(step + 1 for step in EPOCH_ENDS)}
+    assert steps_with_reads <= allowed, [r for r in reads if r[0] not in allowed]
+    assert len(EPOCH_ENDS) < 4  # the runs are not all epoch ends
     assert 5 in steps_with_reads  # the counter works
     plots = PLOTS_SEEN[0]
     assert plots.history["step"] == [float(s) for s in range(1, 13)] and len(plots.history["d_loss"]) == 12
@@ -205,3 +214,43 @@ def test_a_growing_network_keeps_its_stage_on_the_host_and_follows_a_loaded_stat
     grown.load_state_dict(young.state_dict())
     assert (grown.stage_index, grown.alpha_value, grown.current_resolution) == (1, 0.25, 8)
     assert grown(torch.randn(2, 8)).shape == (2, 1, 8, 8)
+
+
+def test_a_record_edited_by_someone_keeps_its_values_with_their_names():
+    records = [StepStatistics({"d_loss": torch.tensor(1.0), "g_loss": torch.tensor(2.0)}, step=1),
+               StepStatistics({"d_loss": torch.tensor(3.0), "g_loss": torch.tensor(float("nan"))}, step=2)]
+    edited = records[0].copy()  # the record itself: Lightning hands the same object to every callback
+    edited["mine"] = torch.tensor(9.0)
+    edited.pop("d_loss")
+    assert read_back(records, extra=[torch.tensor(False)]) == [0.0]
+    assert records[0].host() == {"d_loss": 1.0, "g_loss": 2.0}
+    assert records[1].host()["d_loss"] == 3.0 and records[1].host()["g_loss"] != records[1].host()["g_loss"]
+
+
+class SaveWeightsOnly(pl.Callback):
+    """Test helper: writes a weights-only checkpoint at the given generator step (mid-block)."""
+
+    def __init__(self, at_step: int, path: str) -> None:
+        self.at_step, self.path = at_step, path
+
+    def on_train_batch_end(self, trainer, pl_module, *args):
+        if pl_module.generator_steps_done == self.at_step:
+            trainer.save_checkpoint(self.path, weights_only=True)
+
+
+def test_a_weights_only_checkpoint_of_a_bad_step_is_refused(tmp_path):
+    # Lightning does not call the callbacks' on_save_checkpoint for weights-only checkpoints; the
+    # module hands the guard its look at the unread steps instead.
+    target = tmp_path / "weights.ckpt"
+    overrides = FAST + TINY_DIGITS + [
+        "model=mlp_small", "max_generator_steps=30", "logger=csv", "callbacks.samples=null",
+        "callbacks.training_plots=null", "callbacks.model_checkpoint=null",
+        "+callbacks.poison._target_=tests.test_guards.PoisonBatch", "+callbacks.poison.at_step=5",
+        "+callbacks.save._target_=tests.test_step_stats.SaveWeightsOnly", "+callbacks.save.at_step=7",
+        f"+callbacks.save.path={target}",
+    ]
+    with pytest.raises(NonFiniteTrainingError) as info:
+        train(compose_train(overrides, tmp_path / "run"))
+    message = str(info.value)
+    assert "generator step 5 went bad" in message and "it was not written" in message
+    assert not target.exists()

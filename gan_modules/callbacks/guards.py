@@ -226,7 +226,8 @@ class NonFiniteGuard(pl.Callback):
         if across_ranks:
             bad = trainer.strategy.reduce_boolean_decision(bad, all=False)
         if not bad:
-            self.consecutive_skips = 0
+            if records:  # a good step read: the run of bad ones is over
+                self.consecutive_skips = 0
             return
         if bad_step is None:
             bad_step, what = step, "another rank (DDP) saw NaN/Inf"
@@ -249,15 +250,38 @@ class NonFiniteGuard(pl.Callback):
                 intervals.append(every)
         return intervals
 
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._pending.clear()  # nothing left over from an interrupted fit
+        self._weight_flags = []
+
+    # Before ModelCheckpoint's own hooks (callbacks run in list order, checkpointing last): the
+    # usual saves then find nothing unread.
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.check(trainer, pl_module, training_steps(trainer, pl_module))
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self.check(trainer, pl_module, training_steps(trainer, pl_module))
+
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
-        # Runs while the checkpoint is being assembled, before anything is written: never save NaN
-        # weights. The steps not yet read go first, so that a bad step is named exactly.
+        self.before_checkpoint(trainer, pl_module)
+
+    def before_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Runs while a checkpoint is being assembled, before anything is written: never save NaN
+        weights. The steps not yet read go first, so that a bad step is named exactly. Called from
+        ``on_save_checkpoint``, and by GANModule for the weights-only checkpoints for which Lightning
+        does not call the callbacks. ``Trainer.save_checkpoint`` runs on every rank, so the decision
+        is taken together."""
         step = training_steps(trainer, pl_module)
+        together = getattr(trainer, "world_size", 1) > 1
         try:
-            self.check(trainer, pl_module, step, across_ranks=False)
+            self.check(trainer, pl_module, step, across_ranks=together)
         except NonFiniteTrainingError as error:
             raise NonFiniteTrainingError(f"{error}\n(Caught as a checkpoint was about to be written: it was not written.)") from None
-        if not weights_are_finite(pl_module):
+        bad_weights = not weights_are_finite(pl_module)
+        if together:
+            bad_weights = trainer.strategy.reduce_boolean_decision(bad_weights, all=False)
+        if bad_weights:
             what = self._describe(pl_module, {}, None) + " (caught as a checkpoint was about to be written: it was not written)"
             raise NonFiniteTrainingError(self._stop_message(trainer, pl_module, step, what))
 
@@ -403,6 +427,9 @@ class CollapseWatch(pl.Callback):
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._observe_pending()
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._pending.clear()  # nothing left over from an interrupted fit
 
     def _observe_pending(self) -> None:
         records, _ = self._pending.take()

@@ -53,6 +53,9 @@ class TrainingPlots(pl.Callback):
         if self._pending.add(outputs, training_steps(trainer, pl_module)):
             self._record_pending()
 
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._pending.clear()  # nothing left over from an interrupted fit
+
     def _record_pending(self) -> None:
         records, _ = self._pending.take()
         for record in records:

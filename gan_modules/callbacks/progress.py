@@ -50,3 +50,20 @@ class GeneratorStepProgressBar(TQDMProgressBar):
             self._shown_interval = interval
             self._shown = super().get_metrics(trainer, pl_module)
         return self._shown
+
+    # Values logged outside the training steps' rhythm (an epoch's last batch, validation) are shown
+    # at the next refresh.
+    def _forget_shown(self) -> None:
+        self._shown_interval = None
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_fit_start(trainer, pl_module)
+        self._forget_shown()
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_epoch_start(trainer, pl_module)
+        self._forget_shown()
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        self._forget_shown()
