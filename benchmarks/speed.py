@@ -12,7 +12,7 @@ watch, training plots), which read the steps' figures in blocks of ``--read-ever
 train.py); compare ``--read-every 1`` to see what a host read per step costs.
 
 Sides of one comparison (``--variants``; the plain loop always runs):
-    framework          today's defaults: the DataLoader (dataset.on_device=false), eager networks
+    framework          the DataLoader (dataset.on_device=false) and eager networks, as before these options
     on_device          dataset.on_device=true: the training split as one tensor on the device
     on_device_compile  on_device plus model.compile=true
     channels_last      on_device_compile plus model.channels_last=true
