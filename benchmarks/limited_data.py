@@ -32,6 +32,7 @@ import torch
 from quality import COLUMNS, append_record, run_all
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the leak checks load the generator in this process
 RESULTS = ROOT / "benchmarks" / "results"
 AUGMENTS = ("none", "diffaugment", "ada")
 
@@ -90,22 +91,31 @@ def p_over_training(run_dir: Path, points: int = 10) -> list[list[float]] | None
     return [[int(float(rows[i]["step"])), round(float(rows[i]["augment_p"]), 4)] for i in picks]
 
 
-def run_one(subset: int | None, augment: str, seed: int, steps: int, num_samples: int, extra: list[str]) -> dict:
+def run_one(subset: int | None, augment: str, seed: int, steps: int, num_samples: int, extra: list[str],
+            score_only: bool = False) -> dict:
     """Train the default recipe on ``subset`` images (None: all) with ``augment`` for ``steps`` G steps,
-    score it, record it."""
+    score it, record it. ``score_only``: score the run folder's finished checkpoint instead of training."""
     run_dir = RESULTS / "runs" / f"limited_n{subset or 'all'}_{augment}_g{steps}_s{seed}"
     overrides = [*([f"dataset.subset={subset}"] if subset else []), f"augment={augment}", *extra, f"seed={seed}",
                  f"max_generator_steps={steps}", "callbacks.progress_bar=null", "trainer.enable_progress_bar=false",
                  "callbacks.samples.every_n_steps=1000000", f"hydra.run.dir={run_dir}", "overwrite=true"]
-    start = time.time()
-    subprocess.run([sys.executable, "train.py", *overrides], cwd=ROOT, check=True, capture_output=True)
-    train_seconds = time.time() - start
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
+    train_seconds = None
+    if score_only:
+        if not checkpoint.is_file():
+            raise SystemExit(f"--score-only: {checkpoint} does not exist; train the run first (leave out --score-only).")
+        done = int(torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]["generator_steps"])
+        if done != steps:
+            raise SystemExit(f"--score-only: {checkpoint} is at generator step {done}, not {steps}.")
+    else:
+        start = time.time()
+        subprocess.run([sys.executable, "train.py", *overrides], cwd=ROOT, check=True, capture_output=True)
+        train_seconds = time.time() - start
     out = subprocess.run([sys.executable, "evaluate.py", f"checkpoint={checkpoint}", f"num_samples={num_samples}",
                           f"num_real={num_samples}", "floor=false"], cwd=ROOT, check=True, capture_output=True, text=True)
     scores = json.loads(out.stdout.strip().splitlines()[-1])
     record = {"subset": subset, "augment": augment, "seed": seed, "generator_steps": steps,
-              "train_seconds": round(train_seconds, 1), "final_augment_p": final_p(checkpoint),
+              "train_seconds": None if train_seconds is None else round(train_seconds, 1), "final_augment_p": final_p(checkpoint),
               "augment_p_over_training": p_over_training(run_dir), "leak": leak_checks(checkpoint),
               "overrides": overrides[:-1], "metrics": scores["metrics"], "protocol": scores["protocol"],
               "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}", "date": date.today().isoformat()}
@@ -126,13 +136,14 @@ def table(records: list[dict]) -> str:
         for col in COLUMNS:
             values = [r["metrics"][col] for r in rs]
             cells.append(f"{statistics.median(values):.3g} [{min(values):.3g}, {max(values):.3g}]")
-        seconds = statistics.median(r["train_seconds"] for r in rs)
+        timed = [r["train_seconds"] for r in rs if r["train_seconds"] is not None]
+        seconds = f"{statistics.median(timed):.0f}" if timed else "-"
         ps = [r["final_augment_p"] for r in rs if r.get("final_augment_p") is not None]
         p_cell = f"{statistics.median(ps):.2f}" if ps else "-"
         leaks = [r["leak"]["shoe_centroid_samples"] for r in rs if "leak" in r]
         data = next((r["leak"]["shoe_centroid_data"] for r in rs if "leak" in r), float("nan"))
         leak_cell = f"{statistics.median(leaks):+.2f} ({data:+.2f})" if leaks else "-"
-        lines.append(f"| {subset or 'all'} | {augment} | {steps} | {len(rs)} | {seconds:.0f} | {p_cell} | {leak_cell} | "
+        lines.append(f"| {subset or 'all'} | {augment} | {steps} | {len(rs)} | {seconds} | {p_cell} | {leak_cell} | "
                      + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -147,9 +158,11 @@ def main() -> None:
     parser.add_argument("--num-samples", type=int, default=10000)
     parser.add_argument("--extra", nargs="*", default=[], help="more overrides for every run")
     parser.add_argument("--jobs", type=int, default=1, help="runs at once (separate processes)")
+    parser.add_argument("--score-only", action="store_true",
+                        help="score the finished runs already in benchmarks/results/runs/ instead of training them")
     args = parser.parse_args()
     subsets = [None if s == "all" else int(s) for s in args.subsets]
-    calls = [(subset, augment, seed, args.steps, args.num_samples, args.extra)
+    calls = [(subset, augment, seed, args.steps, args.num_samples, args.extra, args.score_only)
              for subset in subsets for augment in args.augments for seed in args.seeds
              if subset is not None or augment == "none"]  # the whole set is the unaugmented reference
     records = run_all(run_one, calls, args.jobs)
