@@ -21,6 +21,8 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out
 # 1. No host sync in a training step (raises at the first one, naming the line).
 python3 benchmarks/speed.py --device cuda --sync-check default_b64 --variants framework on_device --steps 160 \
     2>&1 | tee "$out/sync_check.txt"
+python3 benchmarks/speed.py --device cuda --sync-check default_b64 --variants on_device --replay --steps 160 \
+    2>&1 | tee "$out/sync_check_replay.txt"
 # 2. Overhead against a plain loop, and on_device + compile against today's framework.
 python3 benchmarks/speed.py --device cuda --recipes default_b64 default_b256 \
     --variants framework on_device on_device_compile --steps 400 --rounds 5 2>&1 | tee "$out/speed_dcgan.txt"

@@ -30,7 +30,8 @@ memory on the CPU, ``torch.cuda.max_memory_allocated`` on a GPU.
 ``--sync-check RECIPE`` (CUDA only) trains each framework side with the default per-step callbacks
 (NaN guard, collapse watch, plots) and ``torch.cuda.set_sync_debug_mode("error")`` switched on for
 whole steps (from the previous step's callbacks to this step's), except next to the steps where they
-read their block (every 50): any host sync in a step stops it with the line that made it.
+read their block (every 50): any host sync in a step stops it with the line that made it. ``--replay``
+adds the experience replay buffer, whose buffer lives on the device.
 
 ``--epoch RECIPE`` instead times one whole epoch (``trainer.max_epochs=1``) of each side, in its own
 process, Trainer start-up included: the wall time a user waits.
@@ -223,8 +224,9 @@ def child_epoch(side: str, recipe: str, threads: int, device: str, extra: list[s
     print(json.dumps({"seconds": time.perf_counter() - start, "steps": module.generator_steps_done}))
 
 
-def sync_check(recipe: str, variant: str, steps: int, device: str, extra: list[str]) -> None:
-    """Train ``steps`` steps with CUDA's sync debugging set to raise outside the block-read steps."""
+def sync_check(recipe: str, variant: str, steps: int, device: str, extra: list[str], replay: bool = False) -> None:
+    """Train ``steps`` steps with CUDA's sync debugging set to raise outside the block-read steps;
+    ``replay``: with the experience replay buffer (callbacks=replay) as well."""
     import pytorch_lightning as pl
     import torch
 
@@ -249,12 +251,14 @@ def sync_check(recipe: str, variant: str, steps: int, device: str, extra: list[s
 
     module, datamodule, precision = build(recipe, variant, device, extra)
     with tempfile.TemporaryDirectory() as plots:
-        callbacks = [*per_step_callbacks(plots), SyncCheck()]
+        from gan_modules.callbacks.replay import ReplayBuffer
+
+        callbacks = [*per_step_callbacks(plots), *([ReplayBuffer(capacity=1000)] if replay else []), SyncCheck()]
         trainer = pl.Trainer(accelerator="gpu", devices=1, precision=precision, max_steps=steps * (module.n_critic + 1),
                              logger=False, enable_checkpointing=False, enable_progress_bar=False,
                              enable_model_summary=False, log_every_n_steps=READ_EVERY, callbacks=callbacks)
         trainer.fit(module, datamodule=datamodule)
-    print(f"{recipe} ({variant}): no host sync in {len(checked)} checked steps (steps {checked[0]}-{checked[-1]}, "
+    print(f"{recipe} ({variant}{', replay' if replay else ''}): no host sync in {len(checked)} checked steps (steps {checked[0]}-{checked[-1]}, "
           f"all but those next to every {READ_EVERY}th)")
 
 
@@ -283,6 +287,7 @@ def main() -> None:
     parser.add_argument("--extra", nargs="*", default=[], help="overrides for every framework side")
     parser.add_argument("--epoch", choices=list(RECIPES), help="time one epoch of this recipe per side instead")
     parser.add_argument("--sync-check", choices=list(RECIPES), help="CUDA: check that steps make no host sync")
+    parser.add_argument("--replay", action="store_true", help="--sync-check: add the replay buffer (callbacks=replay)")
     parser.add_argument("--child", choices=["speed", "memory", "epoch"])
     parser.add_argument("--side", default="plain")
     args = parser.parse_args()
@@ -304,7 +309,7 @@ def main() -> None:
         return child_epoch(args.side, args.recipes[0], args.threads, args.device, args.extra)
     if args.sync_check:
         for variant in args.variants:
-            sync_check(args.sync_check, variant, args.steps, args.device, args.extra)
+            sync_check(args.sync_check, variant, args.steps, args.device, args.extra, replay=args.replay)
         return
     if args.epoch:
         print(f"One epoch of {args.epoch} on {args.device} ({args.threads} threads), start-up included:\n")

@@ -171,6 +171,20 @@ def test_replay_options_are_validated():
         ReplayBuffer(fraction=1.5)
     with pytest.raises(ValueError, match="capacity"):
         ReplayBuffer(capacity=0)
+    with pytest.raises(ValueError, match="storage must be 'device' or 'cpu'"):
+        ReplayBuffer(storage="gpu")
+
+
+def test_replay_buffer_lives_on_the_fakes_device_and_checkpoints_on_the_cpu():
+    # "meta" stands in for a GPU: a buffer on the fakes' device needs no device-to-host copy per D-step
+    replay = ReplayBuffer(capacity=10, fraction=0.5, storage="device")
+    replay.replace_fakes(torch.zeros(4, 1, 2, 2))
+    state = replay.state_dict()
+    assert state["buffer"].device.type == "cpu"
+    restored = ReplayBuffer(capacity=10, fraction=0.5, storage="device")
+    restored.load_state_dict(state)
+    out = restored.replace_fakes(torch.zeros(4, 1, 2, 2, device="meta"))
+    assert restored.buffer.device.type == "meta" and out.device.type == "meta" and restored.filled == 8
 
 
 def test_replay_buffer_is_saved_in_and_restored_from_checkpoints(tmp_path, monkeypatch):

@@ -14,7 +14,7 @@ from torch import Tensor
 
 
 class ReplayBuffer(pl.Callback):
-    """A buffer of past fakes (on the CPU) that replaces part of every discriminator step's fake batch.
+    """A buffer of past fakes that replaces part of every discriminator step's fake batch.
 
     At each D-step, with fake batch size ``B`` and ``k = round(fraction * B)``:
 
@@ -29,20 +29,27 @@ class ReplayBuffer(pl.Callback):
     RNG state are saved in checkpoints, so a resumed run continues with the same buffer. If the
     sample shape changes (progressive growing), the buffer starts afresh.
 
-    Memory: ``capacity * prod(sample shape) * 4`` bytes of CPU RAM (float32).
+    Memory: ``capacity * prod(sample shape) * 4`` bytes (float32), by default on the device the fakes
+    are on. There, storing and drawing are device operations queued behind the step, so the buffer
+    adds no host synchronisation to a GPU step; ``storage="cpu"`` keeps it in host RAM instead (for a
+    buffer larger than the GPU can spare), at the cost of one device-to-host copy, and so one sync, per
+    D-step. The random decisions come from a CPU generator either way, so both give the same samples.
 
     Args:
         capacity: the most samples the buffer holds.
         fraction: share of each fake batch taken from the buffer, in [0, 1].
         seed: seed of the buffer's own random generator (positions, draws and reservoir decisions).
+        storage: ``"device"`` (the fakes' device) or ``"cpu"``.
     """
 
-    def __init__(self, capacity: int = 5000, fraction: float = 0.5, seed: int = 0) -> None:
+    def __init__(self, capacity: int = 5000, fraction: float = 0.5, seed: int = 0, storage: str = "device") -> None:
         if int(capacity) < 1:
             raise ValueError(f"callbacks.replay.capacity must be >= 1, got {capacity}.")
         if not 0.0 <= float(fraction) <= 1.0:
             raise ValueError(f"callbacks.replay.fraction must be in [0, 1], got {fraction}.")
-        self.capacity, self.fraction = int(capacity), float(fraction)
+        if storage not in ("device", "cpu"):
+            raise ValueError(f"callbacks.replay.storage must be 'device' or 'cpu', got {storage!r}.")
+        self.capacity, self.fraction, self.storage = int(capacity), float(fraction), storage
         self.rng = torch.Generator().manual_seed(int(seed))
         self.buffer: Tensor | None = None  # (capacity, *sample shape), allocated at the first push
         self.filled = 0  # slots in use
@@ -62,13 +69,15 @@ class ReplayBuffer(pl.Callback):
         fresh = fake.detach()
         if self.buffer is not None and self.buffer.shape[1:] != fresh.shape[1:]:
             self._reset()
+        self._place(fresh.device)
         mixed = fresh
         take = min(round(self.fraction * fresh.shape[0]), self.filled)
         if take > 0:
             positions = torch.randperm(fresh.shape[0], generator=self.rng)[:take]
             slots = torch.randperm(self.filled, generator=self.rng)[:take]
             mixed = fresh.clone()
-            mixed[positions.to(fresh.device)] = self.buffer[slots].to(device=fresh.device, dtype=fresh.dtype)
+            drawn = self.buffer[slots.to(self.buffer.device, non_blocking=True)]
+            mixed[positions.to(fresh.device, non_blocking=True)] = drawn.to(device=fresh.device, dtype=fresh.dtype)
         self.push(fresh)
         return mixed
 
@@ -76,6 +85,7 @@ class ReplayBuffer(pl.Callback):
         """Offer ``samples`` to the reservoir, in order, as algorithm R would one at a time."""
         if self.buffer is None:
             self.buffer = torch.zeros(self.capacity, *samples.shape[1:], dtype=torch.float32)
+        self._place(samples.device)
         n = samples.shape[0]
         free = min(self.capacity - self.filled, n)
         slots = list(range(self.filled, self.filled + free))  # not full yet: the next empty slots
@@ -89,8 +99,15 @@ class ReplayBuffer(pl.Callback):
         # Several samples of one batch may draw the same slot: the later one wins, as in sequence.
         slot_of = {slot: i for i, slot in enumerate(slots) if slot >= 0}
         if slot_of:
-            rows = torch.tensor(list(slot_of.values()), device=samples.device)
-            self.buffer[torch.tensor(list(slot_of.keys()))] = samples[rows].float().cpu()
+            rows = torch.tensor(list(slot_of.values())).to(samples.device, non_blocking=True)
+            targets = torch.tensor(list(slot_of.keys())).to(self.buffer.device, non_blocking=True)
+            self.buffer[targets] = samples[rows].to(device=self.buffer.device, dtype=torch.float32)
+
+    def _place(self, device: torch.device) -> None:
+        """Keep the buffer where ``storage`` says: on the fakes' device, or on the CPU."""
+        target = device if self.storage == "device" else torch.device("cpu")
+        if self.buffer is not None and self.buffer.device != target:
+            self.buffer = self.buffer.to(target)
 
     def _reset(self) -> None:
         self.buffer, self.filled, self.offered = None, 0, 0
@@ -98,7 +115,7 @@ class ReplayBuffer(pl.Callback):
     # --- checkpointing ---------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {
-            "buffer": None if self.buffer is None else self.buffer[: self.filled].clone(),
+            "buffer": None if self.buffer is None else self.buffer[: self.filled].cpu().clone(),
             "filled": self.filled,
             "offered": self.offered,
             "rng_state": self.rng.get_state(),
