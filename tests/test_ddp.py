@@ -11,6 +11,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
+from gan_modules.step_stats import StepStatistics
 from tests.conftest import FAST, ROOT, TINY_DIGITS
 
 
@@ -46,6 +47,41 @@ class RankReport(pl.Callback):
             "batches": self.batches, "rng": self.rng,
         }
         (self.dirpath / f"rank{trainer.global_rank}.json").write_text(json.dumps(report))
+
+
+class PoisonRank(pl.Callback):
+    """Test helper: report d_loss as NaN on rank ``rank`` at generator step ``at_step`` (the statistics
+    only: the weights stay finite, so no other rank sees a bad value), and write each rank's stop
+    message to <dirpath>/error<r>.txt."""
+
+    def __init__(self, rank: int, at_step: int, dirpath: str) -> None:
+        self.rank, self.at_step, self.dirpath = rank, at_step, Path(dirpath)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_rank == self.rank and pl_module.generator_steps_done + 1 == self.at_step:
+            step = pl_module.training_step
+
+            def reporting_nan(*args, **kwargs):
+                del pl_module.training_step  # once
+                stats = step(*args, **kwargs)
+                return StepStatistics({**stats, "d_loss": torch.tensor(float("nan"))}, step=stats.step)
+            pl_module.training_step = reporting_nan
+
+    def on_exception(self, trainer, pl_module, exception):
+        (self.dirpath / f"error{trainer.global_rank}.txt").write_text(str(exception))
+
+
+def test_every_rank_names_the_step_that_went_bad_on_any_rank(tmp_path):
+    # Only rank 1 sees a NaN (at step 5, read in the block ending at step 8); rank 0 must name that step too.
+    args = [sys.executable, "train.py", "trainer=ddp_cpu", *FAST, *TINY_DIGITS, "debug=default", "model=mlp_small",
+            "max_generator_steps=12", f"hydra.run.dir={tmp_path / 'run'}", "callbacks.guards.check_every_n_steps=4",
+            "callbacks.samples=null", "+callbacks.poison._target_=tests.test_ddp.PoisonRank", "+callbacks.poison.rank=1",
+            "+callbacks.poison.at_step=5", f"+callbacks.poison.dirpath={tmp_path}"]
+    result = subprocess.run(args, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=240)
+    assert result.returncode != 0
+    rank0, rank1 = ((tmp_path / f"error{r}.txt").read_text() for r in (0, 1))
+    assert "Training stopped at generator step 8: generator step 5 went bad: NaN/Inf on rank 1 (DDP" in rank0
+    assert "Training stopped at generator step 8: generator step 5 went bad: d_loss=nan" in rank1
 
 
 def test_two_gloo_processes_train_in_lockstep(tmp_path):

@@ -222,15 +222,12 @@ class NonFiniteGuard(pl.Callback):
         bad_weights = next((s for (s, _), ok in zip(flags, finite) if not ok), None)
         if bad_weights is not None and (bad_step is None or bad_weights < bad_step):
             bad_step, what = bad_weights, self._describe(pl_module, {}, None)
-        bad = bad_step is not None
-        if across_ranks:
-            bad = trainer.strategy.reduce_boolean_decision(bad, all=False)
-        if not bad:
+        if across_ranks and getattr(trainer, "world_size", 1) > 1:
+            bad_step, what = self._first_bad_across_ranks(trainer, pl_module, bad_step, what)
+        if bad_step is None:
             if records:  # a good step read: the run of bad ones is over
                 self.consecutive_skips = 0
             return
-        if bad_step is None:
-            bad_step, what = step, "another rank (DDP) saw NaN/Inf"
         if self.on_nan == "skip" and self.consecutive_skips < self.max_skips:
             self._restore(trainer, pl_module)
             self.skipped_steps += 1
@@ -241,6 +238,21 @@ class NonFiniteGuard(pl.Callback):
             warnings.warn(message, TrainingHealthWarning, stacklevel=2)
             return
         raise NonFiniteTrainingError(self._stop_message(trainer, pl_module, bad_step, what, now=step))
+
+    @staticmethod
+    def _first_bad_across_ranks(trainer: pl.Trainer, pl_module: pl.LightningModule, bad_step: int | None,
+                                what: str) -> tuple[int | None, str]:
+        """The earliest bad step of any rank, so that every rank names the same step (one all-reduce of
+        step * world_size + rank; no rank bad: None). Another rank's values are not sent, only its number."""
+        world, rank = int(trainer.world_size), int(trainer.global_rank)
+        none = torch.iinfo(torch.int64).max
+        mine = none if bad_step is None else bad_step * world + rank
+        first = int(trainer.strategy.reduce(torch.tensor(mine, device=pl_module.device), reduce_op="min"))
+        if first == none:
+            return None, ""
+        if first == mine:
+            return bad_step, what
+        return first // world, f"NaN/Inf on rank {first % world} (DDP; that rank's own error gives the values)"
 
     def _acting_intervals(self, trainer: pl.Trainer) -> list[int]:
         intervals = []
