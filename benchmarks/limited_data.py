@@ -11,6 +11,13 @@ against the test images: the class histogram (evaluate.py's class_kl) and the le
 shoes (the signed horizontal centroid of the images the feature network calls sandal, sneaker or
 ankle boot: Fashion-MNIST's shoes all point one way, so a leaking horizontal flip pulls it to 0).
 
+``--curve K`` also scores up to K of the run's earlier checkpoints, evenly spaced, with the same
+protocol, and records FID over training; keep such checkpoints with
+``--extra callbacks.model_checkpoint.every_n_epochs=N`` (by default every epoch is kept):
+
+    python benchmarks/limited_data.py --subsets 1000 --augments none ada --seeds 0 --steps 64000 --jobs 2 \
+        --extra callbacks.model_checkpoint.every_n_epochs=64 --curve 4
+
 Appends one JSON line per run to benchmarks/results/limited_data.jsonl and prints a markdown table
 (median [min, max] over seeds).
 """
@@ -91,10 +98,33 @@ def p_over_training(run_dir: Path, points: int = 10) -> list[list[float]] | None
     return [[int(float(rows[i]["step"])), round(float(rows[i]["augment_p"]), 4)] for i in picks]
 
 
+def generator_steps_of(checkpoint: Path) -> int:
+    return int(torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]["generator_steps"])
+
+
+def score(checkpoint: Path, num_samples: int) -> dict:
+    """evaluate.py's JSON for ``checkpoint`` (samples and real images: ``num_samples`` each)."""
+    out = subprocess.run([sys.executable, "evaluate.py", f"checkpoint={checkpoint}", f"num_samples={num_samples}",
+                          f"num_real={num_samples}", "floor=false"], cwd=ROOT, check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def fid_over_training(run_dir: Path, final_step: int, points: int, num_samples: int) -> list[list[float]]:
+    """[[generator step, FID], ...] for up to ``points`` of the run's kept checkpoints before the last,
+    evenly spaced."""
+    kept = sorted((generator_steps_of(c), c) for c in (run_dir / "checkpoints").glob("epoch*.ckpt"))
+    kept = [(step, c) for step, c in kept if step < final_step]
+    if points <= 0 or not kept:
+        return []
+    picks = sorted({round(i * (len(kept) - 1) / max(points - 1, 1)) for i in range(min(points, len(kept)))})
+    return [[kept[i][0], round(score(kept[i][1], num_samples)["metrics"]["fid"], 2)] for i in picks]
+
+
 def run_one(subset: int | None, augment: str, seed: int, steps: int, num_samples: int, extra: list[str],
-            score_only: bool = False) -> dict:
+            score_only: bool = False, curve: int = 0) -> dict:
     """Train the default recipe on ``subset`` images (None: all) with ``augment`` for ``steps`` G steps,
-    score it, record it. ``score_only``: score the run folder's finished checkpoint instead of training."""
+    score it, record it. ``score_only``: score the run folder's finished checkpoint instead of training;
+    ``curve``: also score up to that many earlier checkpoints."""
     run_dir = RESULTS / "runs" / f"limited_n{subset or 'all'}_{augment}_g{steps}_s{seed}"
     overrides = [*([f"dataset.subset={subset}"] if subset else []), f"augment={augment}", *extra, f"seed={seed}",
                  f"max_generator_steps={steps}", "callbacks.progress_bar=null", "trainer.enable_progress_bar=false",
@@ -104,19 +134,18 @@ def run_one(subset: int | None, augment: str, seed: int, steps: int, num_samples
     if score_only:
         if not checkpoint.is_file():
             raise SystemExit(f"--score-only: {checkpoint} does not exist; train the run first (leave out --score-only).")
-        done = int(torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]["generator_steps"])
+        done = generator_steps_of(checkpoint)
         if done != steps:
             raise SystemExit(f"--score-only: {checkpoint} is at generator step {done}, not {steps}.")
     else:
         start = time.time()
         subprocess.run([sys.executable, "train.py", *overrides], cwd=ROOT, check=True, capture_output=True)
         train_seconds = time.time() - start
-    out = subprocess.run([sys.executable, "evaluate.py", f"checkpoint={checkpoint}", f"num_samples={num_samples}",
-                          f"num_real={num_samples}", "floor=false"], cwd=ROOT, check=True, capture_output=True, text=True)
-    scores = json.loads(out.stdout.strip().splitlines()[-1])
+    scores = score(checkpoint, num_samples)
     record = {"subset": subset, "augment": augment, "seed": seed, "generator_steps": steps,
               "train_seconds": None if train_seconds is None else round(train_seconds, 1), "final_augment_p": final_p(checkpoint),
               "augment_p_over_training": p_over_training(run_dir), "leak": leak_checks(checkpoint),
+              "fid_over_training": fid_over_training(run_dir, steps, curve, num_samples),
               "overrides": overrides[:-1], "metrics": scores["metrics"], "protocol": scores["protocol"],
               "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}", "date": date.today().isoformat()}
     append_record("limited_data.jsonl", record)
@@ -160,9 +189,13 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1, help="runs at once (separate processes)")
     parser.add_argument("--score-only", action="store_true",
                         help="score the finished runs already in benchmarks/results/runs/ instead of training them")
+    parser.add_argument("--curve", type=int, default=0, metavar="K",
+                        help="also score up to K of each run's earlier checkpoints (FID over training)")
     args = parser.parse_args()
+    if args.curve < 0:
+        parser.error(f"--curve must be 0 or more, got {args.curve}")
     subsets = [None if s == "all" else int(s) for s in args.subsets]
-    calls = [(subset, augment, seed, args.steps, args.num_samples, args.extra, args.score_only)
+    calls = [(subset, augment, seed, args.steps, args.num_samples, args.extra, args.score_only, args.curve)
              for subset in subsets for augment in args.augments for seed in args.seeds
              if subset is not None or augment == "none"]  # the whole set is the unaugmented reference
     records = run_all(run_one, calls, args.jobs)
