@@ -121,11 +121,11 @@ def fid_over_training(run_dir: Path, final_step: int, points: int, num_samples: 
 
 
 def run_one(subset: int | None, augment: str, seed: int, steps: int, num_samples: int, extra: list[str],
-            score_only: bool = False, curve: int = 0) -> dict:
+            score_only: bool = False, curve: int = 0, tag: str = "") -> dict:
     """Train the default recipe on ``subset`` images (None: all) with ``augment`` for ``steps`` G steps,
     score it, record it. ``score_only``: score the run folder's finished checkpoint instead of training;
     ``curve``: also score up to that many earlier checkpoints."""
-    run_dir = RESULTS / "runs" / f"limited_n{subset or 'all'}_{augment}_g{steps}_s{seed}"
+    run_dir = RESULTS / "runs" / f"limited_n{subset or 'all'}_{augment}{tag}_g{steps}_s{seed}"
     overrides = [*([f"dataset.subset={subset}"] if subset else []), f"augment={augment}", *extra, f"seed={seed}",
                  f"max_generator_steps={steps}", "callbacks.progress_bar=null", "trainer.enable_progress_bar=false",
                  "callbacks.samples.every_n_steps=1000000", f"hydra.run.dir={run_dir}", "overwrite=true"]
@@ -142,7 +142,7 @@ def run_one(subset: int | None, augment: str, seed: int, steps: int, num_samples
         subprocess.run([sys.executable, "train.py", *overrides], cwd=ROOT, check=True, capture_output=True)
         train_seconds = time.time() - start
     scores = score(checkpoint, num_samples)
-    record = {"subset": subset, "augment": augment, "seed": seed, "generator_steps": steps,
+    record = {"subset": subset, "augment": augment, "tag": tag, "seed": seed, "generator_steps": steps,
               "train_seconds": None if train_seconds is None else round(train_seconds, 1), "final_augment_p": final_p(checkpoint),
               "augment_p_over_training": p_over_training(run_dir), "leak": leak_checks(checkpoint),
               "fid_over_training": fid_over_training(run_dir, steps, curve, num_samples),
@@ -158,9 +158,9 @@ def table(records: list[dict]) -> str:
              "|---|---|---|---|---|---|---|" + "---|" * len(COLUMNS)]
     groups: dict[tuple[int, str, int], list[dict]] = {}
     for r in records:
-        groups.setdefault((r["subset"], r["augment"], r["generator_steps"]), []).append(r)
-    for (subset, augment, steps), rs in sorted(groups.items(),
-                                               key=lambda item: (item[0][0] or 10**9, AUGMENTS.index(item[0][1]))):
+        groups.setdefault((r["subset"], r["augment"], r.get("tag", ""), r["generator_steps"]), []).append(r)
+    for (subset, augment, tag, steps), rs in sorted(
+            groups.items(), key=lambda item: (item[0][0] or 10**9, AUGMENTS.index(item[0][1]), item[0][2], item[0][3])):
         cells = []
         for col in COLUMNS:
             values = [r["metrics"][col] for r in rs]
@@ -172,7 +172,7 @@ def table(records: list[dict]) -> str:
         leaks = [r["leak"]["shoe_centroid_samples"] for r in rs if "leak" in r]
         data = next((r["leak"]["shoe_centroid_data"] for r in rs if "leak" in r), float("nan"))
         leak_cell = f"{statistics.median(leaks):+.2f} ({data:+.2f})" if leaks else "-"
-        lines.append(f"| {subset or 'all'} | {augment} | {steps} | {len(rs)} | {seconds} | {p_cell} | {leak_cell} | "
+        lines.append(f"| {subset or 'all'} | {augment}{tag} | {steps} | {len(rs)} | {seconds} | {p_cell} | {leak_cell} | "
                      + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -189,13 +189,15 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1, help="runs at once (separate processes)")
     parser.add_argument("--score-only", action="store_true",
                         help="score the finished runs already in benchmarks/results/runs/ instead of training them")
+    parser.add_argument("--tag", default="", help="suffix for the run folders and the table's augment column, "
+                        "e.g. _dnorm_none with --extra model.discriminator.norm=none")
     parser.add_argument("--curve", type=int, default=0, metavar="K",
                         help="also score up to K of each run's earlier checkpoints (FID over training)")
     args = parser.parse_args()
     if args.curve < 0:
         parser.error(f"--curve must be 0 or more, got {args.curve}")
     subsets = [None if s == "all" else int(s) for s in args.subsets]
-    calls = [(subset, augment, seed, args.steps, args.num_samples, args.extra, args.score_only, args.curve)
+    calls = [(subset, augment, seed, args.steps, args.num_samples, args.extra, args.score_only, args.curve, args.tag)
              for subset in subsets for augment in args.augments for seed in args.seeds
              if subset is not None or augment == "none"]  # the whole set is the unaugmented reference
     records = run_all(run_one, calls, args.jobs)
