@@ -32,7 +32,8 @@ from gan_modules.nets.dcgan_seed import SeedDCGANDiscriminator, SeedDCGANGenerat
 
 
 def network_case(name: str, batch: int) -> tuple[Callable[[], None], Callable[[], None]]:
-    """Forward and backward of one seed network, eager and compiled (separate copies, same weights)."""
+    """Forward and backward of one seed network, eager and through ``torch.compile`` (one module, so
+    both run the same weights; gradients accumulate, which does not change the timing)."""
     torch.manual_seed(0)
     if name.startswith("D"):
         net = SeedDCGANDiscriminator([1, 28, 28], dropout=0.4 if name == "D" else 0.0)
@@ -76,11 +77,18 @@ def time_pair(eager: Callable[[], None], compiled: Callable[[], None], calls: in
     return statistics.median(times[0]), statistics.median(times[1])
 
 
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--batch", type=int, default=32, help="the seed recipe's batch")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--batch", type=positive_int, default=32, help="the seed recipe's batch")
+    parser.add_argument("--threads", type=positive_int, default=1)
+    parser.add_argument("--rounds", type=positive_int, default=5)
     parser.add_argument("--inductor", nargs="*", default=[], metavar="KEY=0|1",
                         help="torch._inductor.config flags, e.g. fallback_random=1 layout_optimization=0")
     args = parser.parse_args()
@@ -88,8 +96,9 @@ def main() -> None:
     import torch._inductor.config as inductor_config
     for item in args.inductor:
         key, _, value = item.partition("=")
-        if not hasattr(inductor_config, key) or value not in ("0", "1"):
-            parser.error(f"--inductor {item!r}: give KEY=0 or KEY=1 with a torch._inductor.config flag such as fallback_random.")
+        if not isinstance(getattr(inductor_config, key, None), bool) or value not in ("0", "1"):
+            parser.error(f"--inductor {item!r}: give KEY=0 or KEY=1 for a true/false flag of torch._inductor.config, "
+                         "such as fallback_random or layout_optimization.")
         setattr(inductor_config, key, value == "1")
 
     print(f"torch {torch.__version__}, {args.threads} thread(s), batch {args.batch}, inductor flags: {args.inductor or 'defaults'}")

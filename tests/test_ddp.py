@@ -50,15 +50,15 @@ class RankReport(pl.Callback):
 
 
 class PoisonRank(pl.Callback):
-    """Test helper: report d_loss as NaN on rank ``rank`` at generator step ``at_step`` (the statistics
-    only: the weights stay finite, so no other rank sees a bad value), and write each rank's stop
-    message to <dirpath>/error<r>.txt."""
+    """Test helper: report d_loss as NaN on the ranks of ``at_steps`` (rank -> generator step, 1-based;
+    the statistics only: the weights stay finite, so no other rank sees a bad value), and write each
+    rank's stop message to <dirpath>/error<r>.txt."""
 
-    def __init__(self, rank: int, at_step: int, dirpath: str) -> None:
-        self.rank, self.at_step, self.dirpath = rank, at_step, Path(dirpath)
+    def __init__(self, at_steps: dict, dirpath: str) -> None:
+        self.at_steps, self.dirpath = {int(r): int(s) for r, s in at_steps.items()}, Path(dirpath)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if trainer.global_rank == self.rank and pl_module.generator_steps_done + 1 == self.at_step:
+        if pl_module.generator_steps_done + 1 == self.at_steps.get(trainer.global_rank):
             step = pl_module.training_step
 
             def reporting_nan(*args, **kwargs):
@@ -71,12 +71,13 @@ class PoisonRank(pl.Callback):
         (self.dirpath / f"error{trainer.global_rank}.txt").write_text(str(exception))
 
 
-def test_every_rank_names_the_step_that_went_bad_on_any_rank(tmp_path):
-    # Only rank 1 sees a NaN (at step 5, read in the block ending at step 8); rank 0 must name that step too.
+def test_every_rank_names_the_earliest_step_that_went_bad_on_any_rank(tmp_path):
+    # Rank 1 reports a NaN at step 5, rank 0 at step 7 (both read in the block ending at step 8):
+    # both must name step 5, rank 1 with its values.
     args = [sys.executable, "train.py", "trainer=ddp_cpu", *FAST, *TINY_DIGITS, "debug=default", "model=mlp_small",
             "max_generator_steps=12", f"hydra.run.dir={tmp_path / 'run'}", "callbacks.guards.check_every_n_steps=4",
-            "callbacks.samples=null", "+callbacks.poison._target_=tests.test_ddp.PoisonRank", "+callbacks.poison.rank=1",
-            "+callbacks.poison.at_step=5", f"+callbacks.poison.dirpath={tmp_path}"]
+            "callbacks.samples=null", "+callbacks.poison._target_=tests.test_ddp.PoisonRank",
+            "+callbacks.poison.at_steps={0: 7, 1: 5}", f"+callbacks.poison.dirpath={tmp_path}"]
     result = subprocess.run(args, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=240)
     assert result.returncode != 0
     rank0, rank1 = ((tmp_path / f"error{r}.txt").read_text() for r in (0, 1))

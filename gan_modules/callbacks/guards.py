@@ -242,7 +242,7 @@ class NonFiniteGuard(pl.Callback):
     @staticmethod
     def _first_bad_across_ranks(trainer: pl.Trainer, pl_module: pl.LightningModule, bad_step: int | None,
                                 what: str) -> tuple[int | None, str]:
-        """The earliest bad step of any rank, so that every rank names the same step (one all-reduce of
+        """The earliest bad step of any rank, so that every rank names the same step (a min all-reduce of
         step * world_size + rank; no rank bad: None). Another rank's values are not sent, only its number."""
         world, rank = int(trainer.world_size), int(trainer.global_rank)
         none = torch.iinfo(torch.int64).max
@@ -250,7 +250,7 @@ class NonFiniteGuard(pl.Callback):
         first = int(trainer.strategy.reduce(torch.tensor(mine, device=pl_module.device), reduce_op="min"))
         if first == none:
             return None, ""
-        if first == mine:
+        if bad_step is not None and first // world == bad_step:  # this rank went bad at that step too
             return bad_step, what
         return first // world, f"NaN/Inf on rank {first % world} (DDP; that rank's own error gives the values)"
 

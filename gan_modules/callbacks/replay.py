@@ -32,8 +32,8 @@ class ReplayBuffer(pl.Callback):
     Memory: ``capacity * prod(sample shape) * 4`` bytes (float32), by default on the device the fakes
     are on. There, storing and drawing are device operations queued behind the step, so the buffer
     adds no host synchronisation to a GPU step; ``storage="cpu"`` keeps it in host RAM instead (for a
-    buffer larger than the GPU can spare), at the cost of one device-to-host copy, and so one sync, per
-    D-step. The random decisions come from a CPU generator either way, so both give the same samples.
+    buffer larger than the GPU can spare), at the cost of copies between host and device, and so a
+    sync, in every D-step. The random decisions come from a CPU generator either way, so both give the same samples.
 
     Args:
         capacity: the most samples the buffer holds.
@@ -84,7 +84,8 @@ class ReplayBuffer(pl.Callback):
     def push(self, samples: Tensor) -> None:
         """Offer ``samples`` to the reservoir, in order, as algorithm R would one at a time."""
         if self.buffer is None:
-            self.buffer = torch.zeros(self.capacity, *samples.shape[1:], dtype=torch.float32)
+            where = samples.device if self.storage == "device" else torch.device("cpu")
+            self.buffer = torch.zeros(self.capacity, *samples.shape[1:], dtype=torch.float32, device=where)
         self._place(samples.device)
         n = samples.shape[0]
         free = min(self.capacity - self.filled, n)
@@ -115,7 +116,7 @@ class ReplayBuffer(pl.Callback):
     # --- checkpointing ---------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {
-            "buffer": None if self.buffer is None else self.buffer[: self.filled].cpu().clone(),
+            "buffer": None if self.buffer is None else self.buffer[: self.filled].to("cpu", copy=True),
             "filled": self.filled,
             "offered": self.offered,
             "rng_state": self.rng.get_state(),
