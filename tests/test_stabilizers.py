@@ -175,6 +175,16 @@ def test_replay_options_are_validated():
         ReplayBuffer(storage="gpu")
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_replay_on_the_gpu_matches_replay_on_the_cpu():
+    on_device, on_host = ReplayBuffer(capacity=20, seed=1), ReplayBuffer(capacity=20, seed=1, storage="cpu")
+    for step in range(6):
+        fakes = batch(step).cuda() + torch.randn(8, 1, 2, 2, device="cuda")
+        assert torch.equal(on_device.replace_fakes(fakes), on_host.replace_fakes(fakes))
+    assert on_device.buffer.is_cuda and not on_host.buffer.is_cuda
+    assert torch.equal(on_device.state_dict()["buffer"], on_host.state_dict()["buffer"])
+
+
 def test_replay_buffer_lives_on_the_fakes_device_and_checkpoints_on_the_cpu():
     # "meta" stands in for a GPU: a buffer on the fakes' device needs no device-to-host copy per D-step
     replay = ReplayBuffer(capacity=10, fraction=0.5, storage="device")
