@@ -252,3 +252,14 @@ def test_loggers_are_finished_when_training_fails(tmp_path, monkeypatch):
         run(tmp_path, "max_generator_steps=1")
     assert finished == [1]
     assert not (tmp_path / LOCK_NAME).exists()
+
+
+def test_last_ckpt_holds_the_final_step_when_the_schedule_does_not_fall_on_it(tmp_path):
+    # saves every 2 generator steps (4 optimizer steps), the run ends at 5: Lightning alone leaves
+    # last.ckpt at step 4 and the fifth step is lost
+    schedule = ["callbacks.model_checkpoint.every_n_epochs=null", "+callbacks.model_checkpoint.every_n_train_steps=4",
+                "callbacks.model_checkpoint.filename='step{step:04d}'", "max_generator_steps=5"]
+    run(tmp_path, *schedule)
+    checkpoints = tmp_path / "checkpoints"
+    assert sorted(saved_step(p) for p in checkpoints.glob("step*.ckpt")) == [2, 4]
+    assert saved_step(checkpoints / "last.ckpt") == 5
