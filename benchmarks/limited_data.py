@@ -134,15 +134,16 @@ def run_one(subset: int | None, augment: str, seed: int, steps: int, num_samples
     if score_only:
         if not checkpoint.is_file():
             raise SystemExit(f"--score-only: {checkpoint} does not exist; train the run first (leave out --score-only).")
-        done = generator_steps_of(checkpoint)
-        if done != steps:
-            raise SystemExit(f"--score-only: {checkpoint} is at generator step {done}, not {steps}.")
     else:
         start = time.time()
         subprocess.run([sys.executable, "train.py", *overrides], cwd=ROOT, check=True, capture_output=True)
         train_seconds = time.time() - start
+    scored_step = generator_steps_of(checkpoint)
+    if scored_step != steps:  # a last.ckpt of an earlier step would be scored under this run's name
+        raise SystemExit(f"{checkpoint} is at generator step {scored_step}, not {steps}: not scoring it.")
     scores = score(checkpoint, num_samples)
     record = {"subset": subset, "augment": augment, "tag": tag, "seed": seed, "generator_steps": steps,
+              "scored_generator_steps": scored_step,
               "train_seconds": None if train_seconds is None else round(train_seconds, 1), "final_augment_p": final_p(checkpoint),
               "augment_p_over_training": p_over_training(run_dir), "leak": leak_checks(checkpoint),
               "fid_over_training": fid_over_training(run_dir, steps, curve, num_samples),
