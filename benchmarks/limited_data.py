@@ -30,6 +30,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from datetime import date
 from pathlib import Path
@@ -67,8 +68,17 @@ def shoe_centroid(images: torch.Tensor, net) -> tuple[float, int]:
     return float(centroid.mean()), len(shoes)
 
 
+# --jobs runs score in threads of this process; Hydra's config composition is global state.
+LEAK_CHECK_LOCK = threading.Lock()
+
+
 def leak_checks(checkpoint: Path, n: int = 2000) -> dict:
     """The shoes' left-right centroid in samples and in the test images (same classifier)."""
+    with LEAK_CHECK_LOCK:
+        return _leak_checks(checkpoint, n)
+
+
+def _leak_checks(checkpoint: Path, n: int) -> dict:
     from gan_modules.checkpoints import load_generator
     from gan_modules.images import to_unit_range
     from gan_modules.metrics.evaluation import dataset_config, take, unit_range_datamodule
