@@ -27,6 +27,7 @@ import argparse
 import csv
 import json
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -207,6 +208,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.curve < 0:
         parser.error(f"--curve must be 0 or more, got {args.curve}")
+    if min(args.steps, args.num_samples, args.jobs) < 1:
+        parser.error("--steps, --num-samples and --jobs must be positive")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]*", args.tag):
+        parser.error(f"--tag {args.tag!r}: use letters, digits, '_', '.' and '-' only (it names run folders)")
     subsets = [None if s == "all" else int(s) for s in args.subsets]
     calls = [(subset, augment, seed, args.steps, args.num_samples, args.extra, args.score_only, args.curve, args.tag)
              for subset in subsets for augment in args.augments for seed in args.seeds

@@ -167,3 +167,11 @@ def test_a_key_that_moved_into_the_model_node_is_named_with_its_new_path(overrid
 
     assert f"write {fixed}." in moved_key_message(["model=dcgan", override])
     assert moved_key_message(["optimizer=ttur", "loss=hinge", fixed, "model.optimizer.g.lr=1e-3"]) is None
+
+
+def test_fashion1k_ada_is_the_benchmarked_little_data_setting(tmp_path):
+    # benchmarks/RESULTS.md, "Little data": 1,000 images, D without BatchNorm, ADA, 16,000 G steps
+    cfg = compose_train(["experiment=fashion1k_ada"], tmp_path)
+    assert cfg.dataset.subset == 1000 and cfg.model.discriminator.norm == "none"
+    assert cfg.model.loss.augment._target_.endswith("AdaptiveAugmentation") and cfg.max_generator_steps == 16000
+    assert cfg.model.generator._target_.endswith("DCGANGenerator") and cfg.model.loss.kind == "non_saturating"
