@@ -52,8 +52,13 @@ def table(records: list[dict]) -> str:
         groups.setdefault((r["data"], r["loss"] + r.get("tag", "")), []).append(r)
     for (data, loss), rs in groups.items():
         def cell(key: str, scale: float = 1.0) -> str:
-            values = [r["metrics"][key] * scale for r in rs]
-            return f"{statistics.median(values):.3g} [{min(values):.3g}, {max(values):.3g}]"
+            # reverse KL is undefined (None) for a run with no high-quality sample at all
+            values = [r["metrics"][key] * scale for r in rs if r["metrics"][key] is not None]
+            undefined = len(rs) - len(values)
+            note = f" ({undefined} undefined)" if undefined else ""
+            if not values:
+                return "undefined"
+            return f"{statistics.median(values):.3g} [{min(values):.3g}, {max(values):.3g}]{note}"
 
         ok = sum(r["metrics"]["modes_captured"] == NUM_MODES[data] and r["metrics"]["high_quality"] >= 0.95 for r in rs)
         lines.append(f"| {data} | {loss} | {len(rs)} | {cell('modes_captured')} | {cell('high_quality', 100)} | "
