@@ -68,5 +68,7 @@ def test_unknown_options_are_named():
         MLPGenerator((2,), output_activation="relu6")
     with pytest.raises(ValueError, match="norm"):
         DCGANDiscriminator((1, 28, 28), norm="spectral_batch")
+    with pytest.raises(ValueError, match="model.discriminator.norm"):  # 8x8: no layer that would normalise
+        DCGANDiscriminator((1, 8, 8), norm="bogus")
     with pytest.raises(ValueError, match="square"):
         DCGANGenerator((2,))

@@ -39,6 +39,12 @@ BACKBONES: dict[str, tuple[Callable[..., nn.Module], tuple[int, ...], Callable[[
                   lambda d: d.from_rgb.weight.shape[1]),
 }
 
+# The packed first layer of each backbone (a Linear or conv on pack_samples' output).
+FIRST_LAYER: dict[str, Callable[[nn.Module], nn.Module]] = {
+    "mlp_vector": lambda d: d.net[1], "mlp_image": lambda d: d.net[1], "dcgan": lambda d: d.net[0],
+    "dcgan_seed": lambda d: d.net[0], "progan": lambda d: d.from_rgb[-1][0], "stylegan2": lambda d: d.from_rgb,
+}
+
 
 def test_images_pack_along_channels_sample_by_sample():
     x = torch.randn(8, 3, 4, 4)
@@ -88,6 +94,62 @@ def test_the_first_layer_sees_m_samples_and_d_returns_one_logit_per_group(name, 
     assert first_layer_inputs(packed) == pack * first_layer_inputs(unpacked)
     assert first_layer_inputs(unpacked) == (math.prod(shape) if name.startswith("mlp") else shape[0])
     assert packed(torch.randn(8, *shape)).logits.shape == (8 // pack,)
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+@pytest.mark.parametrize("pack", [2, 3])
+def test_per_sample_init_starts_each_first_layer_unit_on_one_sample(name, pack):
+    make, shape, _ = BACKBONES[name]
+    torch.manual_seed(0)
+    dense = FIRST_LAYER[name](make(in_shape=shape, pack=pack, pack_init="dense")).weight.detach()
+    torch.manual_seed(0)
+    per_sample = FIRST_LAYER[name](make(in_shape=shape, pack=pack)).weight.detach()  # the default
+    units = dense.shape[0]
+    # (unit, sample, the sample's own inputs...): unit u keeps sample u % pack, scaled by sqrt(pack)
+    dense, per_sample = dense.view(units, pack, -1), per_sample.view(units, pack, -1)
+    for unit in range(units):
+        for sample in range(pack):
+            expected = dense[unit, sample] * math.sqrt(pack) if sample == unit % pack else torch.zeros_like(dense[unit, sample])
+            assert torch.allclose(per_sample[unit, sample], expected), (unit, sample)
+
+
+def test_per_sample_init_keeps_the_first_layers_output_scale():
+    torch.manual_seed(0)
+    x = torch.randn(4096, 2)
+    scales = {}
+    for pack_init in ("dense", "per_sample"):
+        torch.manual_seed(1)
+        first = MLPDiscriminator([2], hidden=[512], pack=4, pack_init=pack_init).net[:2]
+        scales[pack_init] = first(pack_samples(x, 4)).std().item()
+    assert scales["per_sample"] == pytest.approx(scales["dense"], rel=0.1)
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_pack_init_does_nothing_unpacked(name):
+    make, shape, _ = BACKBONES[name]
+    torch.manual_seed(0)
+    dense = make(in_shape=shape, pack_init="dense")
+    torch.manual_seed(0)
+    per_sample = make(in_shape=shape, pack_init="per_sample")
+    assert all(torch.equal(a, b) for a, b in zip(dense.state_dict().values(), per_sample.state_dict().values()))
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_an_unknown_pack_init_is_refused_by_name(name):
+    make, shape, _ = BACKBONES[name]
+    with pytest.raises(ValueError, match=r"model.discriminator.pack_init='blocks'.*per_sample"):
+        make(in_shape=shape, pack=2, pack_init="blocks")
+
+
+def test_the_concatenating_wrapper_starts_each_unit_on_one_sample_and_its_label():
+    torch.manual_seed(0)
+    d = ConditionalDiscriminator(functools.partial(DCGANDiscriminator, base_channels=8), in_shape=[3, 8, 8],
+                                 num_classes=5, pack=2)
+    weight = d.backbone.net[0].weight.detach()  # (units, 2 * (3 + 1), 4, 4): sample 0 + label, sample 1 + label
+    for unit in range(weight.shape[0]):
+        other = 1 - unit % 2
+        assert torch.count_nonzero(weight[unit, 4 * other: 4 * other + 4]) == 0
+        assert torch.count_nonzero(weight[unit, 4 * (unit % 2): 4 * (unit % 2) + 4]) > 0
 
 
 def test_progan_packs_at_every_stage_and_while_fading():

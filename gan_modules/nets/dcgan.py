@@ -16,11 +16,13 @@ from gan_modules.nets.common import (
     DiscriminatorOutput,
     OUTPUT_RANGES,
     check_pack,
+    check_pack_init,
     check_size,
     dcgan_init_,
     image_shape,
     make_minibatch_discrimination,
     make_output_activation,
+    init_packed_input_,
     pack_samples,
 )
 
@@ -46,9 +48,15 @@ def _widths(doublings: int, base_channels: int, max_channels: int) -> list[int]:
     return [min(base_channels * 2 ** (doublings - 1 - i), max_channels) for i in range(doublings)]
 
 
-def _norm(kind: str, channels: int) -> nn.Module:
+def _check_norm(kind: object) -> str:
+    # Checked up front: a D too small for any normalised layer (8x8 images) would ignore a typo.
     if kind not in NORMS:
-        raise ValueError(f"Unknown norm {kind!r}: choose one of {list(NORMS)}.")
+        raise ValueError(f"Unknown norm {kind!r} (model.discriminator.norm): choose one of {list(NORMS)}.")
+    return str(kind)
+
+
+def _norm(kind: str, channels: int) -> nn.Module:
+    _check_norm(kind)
     if kind == "batch":
         return nn.BatchNorm2d(channels)
     if kind == "layer":  # per-sample normalisation over C, H, W: safe with gradient penalties
@@ -113,9 +121,12 @@ class DCGANDiscriminator(nn.Module):
         minibatch_stddev: bool = False,
         spectral_norm: bool = False,
         pack: int = 1,
+        pack_init: str = "per_sample",
     ) -> None:
         super().__init__()
         channels, size, _ = image_shape(in_shape, "DCGAN")
+        norm = _check_norm(norm)
+        pack_init = check_pack_init(pack_init)
         base, doublings = split_size(size)
         self.in_shape = (channels, size, size)
         self.pack = check_pack(pack)
@@ -134,6 +145,8 @@ class DCGANDiscriminator(nn.Module):
             layers += [nn.Flatten(), mbd, nn.Linear(mbd.out_features, 1)]
         self.net = nn.Sequential(*layers)
         dcgan_init_(self)
+        if pack_init == "per_sample":
+            init_packed_input_(self.net[0], self.pack)
         # The input of the last layer, (channels, b, b) before the final conv, for features/logit.
         self._head_shape = (channels, base, base) if mbd is None else (mbd.out_features,)
         if spectral_norm:

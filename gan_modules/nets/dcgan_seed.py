@@ -15,11 +15,13 @@ from gan_modules.nets.common import (
     DiscriminatorOutput,
     OUTPUT_RANGES,
     check_pack,
+    check_pack_init,
     check_size,
     image_shape,
     keras_init_,
     make_minibatch_discrimination,
     make_output_activation,
+    init_packed_input_,
     pack_samples,
 )
 
@@ -78,9 +80,11 @@ class SeedDCGANDiscriminator(nn.Module):
         minibatch_stddev: bool = False,
         spectral_norm: bool = False,
         pack: int = 1,
+        pack_init: str = "per_sample",
     ) -> None:
         super().__init__()
         channels, size, _ = image_shape(in_shape, "The seed DCGAN")
+        pack_init = check_pack_init(pack_init)
         self.in_shape = (channels, size, size)
         self.pack = check_pack(pack)
         quarter = _quarter(size)
@@ -105,6 +109,8 @@ class SeedDCGANDiscriminator(nn.Module):
         layers.append(nn.Linear(features, 1))
         self.net = nn.Sequential(*layers)
         keras_init_(self)
+        if pack_init == "per_sample":
+            init_packed_input_(self.net[0], self.pack)
         if spectral_norm:
             apply_spectral_norm(self)
 

@@ -12,11 +12,13 @@ from gan_modules.nets.common import (
     as_shape,
     check_size,
     check_pack,
+    check_pack_init,
     check_sizes,
     keras_init_,
     make_output_activation,
     make_minibatch_discrimination,
     numel,
+    init_packed_input_,
     pack_samples,
 )
 
@@ -95,11 +97,13 @@ class MLPDiscriminator(nn.Module):
         minibatch_stddev: bool = False,
         spectral_norm: bool = False,
         pack: int = 1,
+        pack_init: str = "per_sample",
     ) -> None:
         super().__init__()
         _check_init(init)
         self.in_shape = as_shape(in_shape)
         self.pack = check_pack(pack)
+        pack_init = check_pack_init(pack_init)
         hidden = check_sizes("hidden", hidden)
         layers: list[nn.Module] = [nn.Flatten()]
         width = self.pack * numel(self.in_shape)
@@ -119,6 +123,8 @@ class MLPDiscriminator(nn.Module):
         self.net = nn.Sequential(*layers)
         if init == "keras":
             keras_init_(self)
+        if pack_init == "per_sample":
+            init_packed_input_(self.net[1], self.pack)
         if spectral_norm:
             apply_spectral_norm(self)
 

@@ -27,9 +27,11 @@ from gan_modules.nets.common import (
     OUTPUT_RANGES,
     DiscriminatorOutput,
     check_pack,
+    check_pack_init,
     check_size,
     image_shape,
     make_output_activation,
+    init_packed_input_,
     pack_samples,
 )
 from gan_modules.nets.progressive import ProgressiveNet, channels_at, downsample, fade, upsample
@@ -82,14 +84,18 @@ class ProGANDiscriminator(ProgressiveNet):
     takes m*C channels (the minibatch stddev groups packed samples)."""
 
     def __init__(self, in_shape: Sequence[int], channel_base: int = 8192, max_channels: int = 512,
-                 mbstd_group_size: int = 4, pack: int = 1) -> None:
+                 mbstd_group_size: int = 4, pack: int = 1, pack_init: str = "per_sample") -> None:
         shape = image_shape(in_shape, "ProGANDiscriminator")
+        pack_init = check_pack_init(pack_init)
         super().__init__(shape[1])
         self.in_shape = shape
         self.pack = check_pack(pack)
         check_size("mbstd_group_size", mbstd_group_size)
         width = [channels_at(4 * 2**s, channel_base, max_channels) for s in range(self.num_stages)]
         self.from_rgb = nn.ModuleList(nn.Sequential(*_conv_act(self.pack * shape[0], w, kernel=1)) for w in width)
+        if pack_init == "per_sample":
+            for from_rgb in self.from_rgb:  # every stage's input layer is a packed first layer
+                init_packed_input_(from_rgb[0], self.pack)
         # blocks[s - 1] takes stage s's features (width[s], 4*2^s pixels) to stage s - 1's.
         self.blocks = nn.ModuleList(
             nn.Sequential(*_conv_act(width[s], width[s]), *_conv_act(width[s], width[s - 1]), nn.AvgPool2d(2))

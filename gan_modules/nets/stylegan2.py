@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gan_modules.nets.common import (OUTPUT_RANGES, DiscriminatorOutput, check_pack, check_size, image_shape,
-                                     make_output_activation, pack_samples)
+from gan_modules.nets.common import (OUTPUT_RANGES, DiscriminatorOutput, check_pack, check_pack_init, check_size, image_shape,
+                                     init_packed_input_, make_output_activation, pack_samples)
 from gan_modules.nets.layers import ConstantInput, EqualizedConv2d, EqualizedLinear, MinibatchStdDev, NoiseInjection
 from gan_modules.nets.progressive import channels_at
 from gan_modules.nets.stylegan import NOISE_MODES, StyleLatents
@@ -214,15 +214,18 @@ class StyleGAN2Discriminator(nn.Module):
     concatenated along the channels (fromRGB takes m*C channels)."""
 
     def __init__(self, in_shape: Sequence[int], channel_base: int = 16384, max_channels: int = 512,
-                 mbstd_group_size: int = 4, pack: int = 1) -> None:
+                 mbstd_group_size: int = 4, pack: int = 1, pack_init: str = "per_sample") -> None:
         super().__init__()
         self.pack = check_pack(pack)
+        pack_init = check_pack_init(pack_init)
         shape = power_of_two_shape(in_shape, "StyleGAN2Discriminator")
         resolution = shape[1]
         self.in_shape = shape
         resolutions = [resolution // 2**i for i in range(int(math.log2(resolution)) - 1)]  # r, r/2, ..., 4
         channels = [channels_at(r, channel_base, max_channels) for r in resolutions]
         self.from_rgb = EqualizedConv2d(self.pack * shape[0], channels[0], 1)
+        if pack_init == "per_sample":
+            init_packed_input_(self.from_rgb, self.pack)
         self.blocks = nn.ModuleList(DiscriminatorBlock(a, b) for a, b in zip(channels[:-1], channels[1:]))
         last = channels[-1]
         self.mbstd = MinibatchStdDev(check_size("mbstd_group_size", mbstd_group_size))
