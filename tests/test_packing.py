@@ -147,9 +147,81 @@ def test_the_concatenating_wrapper_starts_each_unit_on_one_sample_and_its_label(
                                  num_classes=5, pack=2)
     weight = d.backbone.net[0].weight.detach()  # (units, 2 * (3 + 1), 4, 4): sample 0 + label, sample 1 + label
     for unit in range(weight.shape[0]):
-        other = 1 - unit % 2
+        own, other = unit % 2, 1 - unit % 2
         assert torch.count_nonzero(weight[unit, 4 * other: 4 * other + 4]) == 0
-        assert torch.count_nonzero(weight[unit, 4 * (unit % 2): 4 * (unit % 2) + 4]) > 0
+        for channel in range(4 * own, 4 * own + 4):  # the sample's 3 channels and its label channel
+            assert torch.count_nonzero(weight[unit, channel]) > 0, (unit, channel)
+
+
+def test_the_concatenating_wrapper_passes_pack_init_to_its_backbone():
+    make = functools.partial(MLPDiscriminator, hidden=[8])
+    torch.manual_seed(0)
+    dense = ConditionalDiscriminator(make, in_shape=[2], num_classes=3, pack=2, pack_init="dense")
+    assert torch.count_nonzero(dense.backbone.net[1].weight) == dense.backbone.net[1].weight.numel()
+    with pytest.raises(ValueError, match="model.discriminator.pack_init='blocks'"):
+        ConditionalDiscriminator(make, in_shape=[2], num_classes=3, pack=2, pack_init="blocks")
+
+
+def test_a_backbone_without_pack_init_refuses_a_non_default_one():
+    class OwnBackbone(nn.Module):
+        def __init__(self, in_shape, pack=1):
+            super().__init__()
+            self.pack, self.net = pack, nn.Linear(pack * in_shape[0], 1)
+
+        def forward(self, x):
+            return self.net(pack_samples(x, self.pack)).view(-1)
+
+    assert ConditionalDiscriminator(OwnBackbone, in_shape=[2], num_classes=3, pack=2).backbone.pack == 2
+    with pytest.raises(ValueError, match="no pack_init argument"):
+        ConditionalDiscriminator(OwnBackbone, in_shape=[2], num_classes=3, pack=2, pack_init="dense")
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_per_sample_init_a_first_layer_unit_responds_to_its_own_sample_only(name):
+    make, shape, _ = BACKBONES[name]
+    torch.manual_seed(0)
+    d = make(in_shape=shape, pack=2).eval()
+    outputs = []
+    hook = FIRST_LAYER[name](d).register_forward_hook(lambda module, args, out: outputs.append(out.detach().clone()))
+    x = torch.randn(4, *shape)
+    for member in (0, 1):
+        changed = x.clone()
+        changed[member::2] += torch.randn_like(changed[member::2])  # this member of every group
+        outputs.clear()
+        d(x), d(changed)
+        moved = (outputs[0] - outputs[1]).abs().transpose(0, 1).flatten(1).amax(1)  # per unit, over groups and pixels
+        units = torch.arange(moved.numel())
+        assert torch.all(moved[units % 2 != member] == 0) and torch.all(moved[units % 2 == member] > 0), member
+    hook.remove()
+
+
+def test_per_sample_init_reaches_every_progan_stage():
+    d = ProGANDiscriminator([3, 16, 16], channel_base=64, max_channels=16, pack=2)
+    for stage, from_rgb in enumerate(d.from_rgb):
+        weight = from_rgb[0].weight.detach()
+        for unit in range(weight.shape[0]):
+            assert torch.count_nonzero(weight[unit, 3 * (1 - unit % 2): 3 * (2 - unit % 2)]) == 0, (stage, unit)
+
+
+def test_per_sample_init_holds_under_spectral_norm():
+    torch.manual_seed(0)
+    d = MLPDiscriminator([2], hidden=[8], pack=2, spectral_norm=True)
+    weight = d.net[1].weight.detach()  # the normalised weight spectral norm computes
+    for unit in range(8):
+        assert torch.count_nonzero(weight[unit, 2 * (1 - unit % 2): 2 * (2 - unit % 2)]) == 0
+        assert torch.count_nonzero(weight[unit, 2 * (unit % 2): 2 * (unit % 2) + 2]) == 2
+
+
+def test_a_first_layer_narrower_than_the_pack_stays_dense_with_a_warning():
+    with pytest.warns(UserWarning, match="cannot start one unit per sample"):
+        d = MLPDiscriminator([2], hidden=[2], pack=4)
+    assert torch.count_nonzero(d.net[1].weight) == d.net[1].weight.numel()
+
+
+def test_an_mlp_without_hidden_layers_packs_with_its_output_layer_left_dense():
+    for stabiliser in ({}, {"minibatch_stddev": True}):
+        d = MLPDiscriminator([2], hidden=[], pack=2, **stabiliser)
+        assert d(torch.randn(4, 2)).logits.shape == (2,)
 
 
 def test_progan_packs_at_every_stage_and_while_fading():

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Iterator, Mapping, Sequence
 
@@ -84,7 +85,8 @@ def check_pack_init(pack_init: object) -> str:
     """The ``pack_init`` argument of a discriminator: how its packed first layer starts."""
     if pack_init not in PACK_INITS:
         raise ValueError(f"model.discriminator.pack_init={pack_init!r} is not one of {list(PACK_INITS)}: 'per_sample' "
-                         "starts each unit of the packed first layer on one sample of the group, 'dense' on all of them.")
+                         "starts each unit of the packed first layer on one sample of the group, 'dense' on all of "
+                         "them.")
     return str(pack_init)
 
 
@@ -106,6 +108,12 @@ def init_packed_input_(layer: nn.Module, pack: int) -> None:
     out_units, fan_in = weight.shape[:2]
     if fan_in % pack:
         raise ValueError(f"The packed first layer has {fan_in} inputs, not a multiple of pack={pack}.")
+    if out_units < pack:
+        # Too few units for one per sample: some samples would start unread, so keep it dense.
+        warnings.warn(f"A packed first layer with {out_units} units cannot start one unit per sample of {pack}: "
+                      "it keeps the dense init (model.discriminator.pack_init=per_sample needs at least pack units).",
+                      stacklevel=2)
+        return
     keep = torch.zeros(out_units, pack, dtype=weight.dtype, device=weight.device)
     keep[torch.arange(out_units), torch.arange(out_units) % pack] = math.sqrt(pack)
     # Input channels are ordered sample by sample (pack_samples), so the mask's (unit, sample) grid

@@ -25,12 +25,13 @@ callers treat conditional and unconditional nets alike.
 """
 from __future__ import annotations
 
+import inspect
 from typing import Callable, Sequence, Union
 
 import torch
 from torch import Tensor, nn
 
-from gan_modules.nets.common import DiscriminatorOutput, as_shape, check_pack, numel
+from gan_modules.nets.common import DiscriminatorOutput, as_shape, check_pack, check_pack_init, numel
 
 Backbone = Union[nn.Module, Callable[..., nn.Module]]
 
@@ -99,14 +100,26 @@ def _build(backbone: Backbone, **kwargs: object) -> nn.Module:
     raise TypeError(f"A backbone must be an nn.Module or a factory returning one, got {type(backbone).__name__}.")
 
 
-def _build_packed(backbone: Backbone, in_shape: tuple[int, ...], pack: int) -> nn.Module:
+def _accepts(factory: Backbone, name: str) -> bool:
+    try:
+        return name in inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # not introspectable
+        return False
+
+
+def _build_packed(backbone: Backbone, in_shape: tuple[int, ...], pack: int, pack_init: str = "per_sample") -> nn.Module:
     """A discriminator backbone for ``in_shape`` that packs ``pack`` samples; a factory gets ``pack``
-    only when it is above 1, so backbones without the argument keep working unpacked."""
+    (and ``pack_init``, where it takes one) only when ``pack`` is above 1, so backbones without the
+    arguments keep working unpacked."""
     if pack == 1 or isinstance(backbone, nn.Module):
         net = _build(backbone, in_shape=list(in_shape))
     else:
+        extra = {"pack_init": pack_init} if _accepts(backbone, "pack_init") else {}
+        if not extra and pack_init != "per_sample":
+            raise ValueError(f"model.discriminator.pack_init={pack_init!r}: this backbone has no pack_init argument, so "
+                             "only the default applies; remove the setting or use a backbone that takes it.")
         try:
-            net = _build(backbone, in_shape=list(in_shape), pack=pack)
+            net = _build(backbone, in_shape=list(in_shape), pack=pack, **extra)
         except TypeError as error:
             if "pack" not in str(error):
                 raise
@@ -182,23 +195,26 @@ class ConditionalDiscriminator(nn.Module):
 
     ``pack=m`` (PacGAN) builds the backbone with ``pack=m``: each sample is concatenated with its own
     label channel first and the backbone packs the m ``(C + 1)``-channel pairs, so every member of a
-    packed group keeps its label next to it.
+    packed group keeps its label next to it. ``pack_init`` goes to the backbone with it (a unit of the
+    first layer then starts on one sample and its label channel).
     """
 
     takes_labels = True
 
-    def __init__(self, backbone: Backbone, in_shape: Sequence[int], num_classes: int | None, pack: int = 1) -> None:
+    def __init__(self, backbone: Backbone, in_shape: Sequence[int], num_classes: int | None, pack: int = 1,
+                 pack_init: str = "per_sample") -> None:
         super().__init__()
         self.num_classes = check_num_classes(num_classes, "ConditionalDiscriminator")
         self.in_shape = as_shape(in_shape)
         self.pack = check_pack(pack)
+        pack_init = check_pack_init(pack_init)
         if len(self.in_shape) == 3:
             self.label_shape: tuple[int, ...] = (1, *self.in_shape[1:])
             backbone_shape = (self.in_shape[0] + 1, *self.in_shape[1:])
         else:  # vector data: one embedding entry per data entry, concatenated after flattening
             self.label_shape = (numel(self.in_shape),)
             backbone_shape = (2 * numel(self.in_shape),)
-        self.backbone = _build_packed(backbone, backbone_shape, self.pack)
+        self.backbone = _build_packed(backbone, backbone_shape, self.pack, pack_init)
         self.label_embedding = nn.Embedding(self.num_classes, numel(self.label_shape))
 
     def forward(self, x: Tensor, y: Tensor) -> DiscriminatorOutput:

@@ -51,7 +51,8 @@ def _widths(doublings: int, base_channels: int, max_channels: int) -> list[int]:
 def _check_norm(kind: object) -> str:
     # Checked up front: a D too small for any normalised layer (8x8 images) would ignore a typo.
     if kind not in NORMS:
-        raise ValueError(f"Unknown norm {kind!r} (model.discriminator.norm): choose one of {list(NORMS)}.")
+        raise ValueError(f"Unknown norm {kind!r} (model.discriminator.norm, or model.discriminator.backbone.norm "
+                         f"under a conditional wrapper): choose one of {list(NORMS)}.")
     return str(kind)
 
 

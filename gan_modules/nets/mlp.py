@@ -123,7 +123,7 @@ class MLPDiscriminator(nn.Module):
         self.net = nn.Sequential(*layers)
         if init == "keras":
             keras_init_(self)
-        if pack_init == "per_sample":
+        if pack_init == "per_sample" and hidden:  # without hidden layers the first Linear is the output
             init_packed_input_(self.net[1], self.pack)
         if spectral_norm:
             apply_spectral_norm(self)
