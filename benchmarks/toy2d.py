@@ -2,7 +2,7 @@
 reverse KL (2,500 samples, 3 std), per recipe and loss.
 
     python benchmarks/toy2d.py --data ring grid --seeds 0 1 2 3 4 5 6 7 8 9 --losses non_saturating
-    python benchmarks/toy2d.py --extra model.discriminator.pack=4 --tag _pack4   # PacGAN, 10 seeds
+    python benchmarks/toy2d.py --recipe pacgan        # experiment=toy_ring_pacgan / toy_grid_pacgan, 10 seeds
 
 Appends one JSON line per run to benchmarks/results/toy2d.jsonl and prints a markdown table
 (median [min, max] over seeds, and how many seeds capture every mode with >= 95 % high quality).
@@ -28,9 +28,9 @@ NUM_MODES = {"ring": 8, "grid": 25}
 PAPER_SETTINGS = {"wgan": ["optimizer=wgan", "model.n_critic=5"], "wgan_gp": ["optimizer=wgan_gp", "model.n_critic=5"]}
 
 
-def run_one(data: str, loss: str, seed: int, extra: list[str], tag: str = "") -> dict:
-    run_dir = RESULTS / "runs" / f"toy_{data}_{loss}{tag}_s{seed}"
-    overrides = [f"experiment=toy_{data}", f"loss={loss}", *PAPER_SETTINGS.get(loss, []), *extra, f"seed={seed}", "callbacks.progress_bar=null",
+def run_one(data: str, loss: str, seed: int, extra: list[str], tag: str = "", recipe: str = "") -> dict:
+    run_dir = RESULTS / "runs" / f"toy_{data}{recipe}_{loss}{tag}_s{seed}"
+    overrides = [f"experiment=toy_{data}{recipe}", f"loss={loss}", *PAPER_SETTINGS.get(loss, []), *extra, f"seed={seed}", "callbacks.progress_bar=null",
                  "trainer.enable_progress_bar=false", f"hydra.run.dir={run_dir}", "overwrite=true"]
     start = time.time()
     subprocess.run([sys.executable, "train.py", *overrides], cwd=ROOT, check=True, capture_output=True)
@@ -38,7 +38,7 @@ def run_one(data: str, loss: str, seed: int, extra: list[str], tag: str = "") ->
     out = subprocess.run([sys.executable, "evaluate.py", f"checkpoint={run_dir / 'checkpoints' / 'last.ckpt'}",
                           f"seed={seed}"], cwd=ROOT, check=True, capture_output=True, text=True)
     metrics = json.loads(out.stdout.strip().splitlines()[-1])["metrics"]
-    record = {"data": data, "loss": loss, "tag": tag, "seed": seed, "train_seconds": round(seconds, 1), "overrides": overrides[:-1],
+    record = {"data": data, "loss": loss, "tag": recipe + tag, "seed": seed, "train_seconds": round(seconds, 1), "overrides": overrides[:-1],
               "metrics": metrics, "date": date.today().isoformat()}
     append_record("toy2d.jsonl", record)
     return record
@@ -74,8 +74,11 @@ def main() -> None:
     parser.add_argument("--extra", nargs="*", default=[], help="more overrides for every run")
     parser.add_argument("--jobs", type=int, default=1, help="runs at once (separate processes)")
     parser.add_argument("--tag", default="", help="suffix for the run folders and the table's loss column, e.g. _pack4")
+    parser.add_argument("--recipe", choices=["plain", "pacgan"], default="plain",
+                        help="plain: experiment=toy_<data>; pacgan: experiment=toy_<data>_pacgan (PacGAN, pack 4)")
     args = parser.parse_args()
-    calls = [(d, loss, s, args.extra, args.tag) for d in args.data for loss in args.losses for s in args.seeds]
+    recipe = "" if args.recipe == "plain" else f"_{args.recipe}"
+    calls = [(d, loss, s, args.extra, args.tag, recipe) for d in args.data for loss in args.losses for s in args.seeds]
     records = run_all(run_one, calls, args.jobs)
     print(table(records))
 
