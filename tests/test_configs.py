@@ -178,26 +178,21 @@ def test_fashion1k_ada_is_the_benchmarked_little_data_setting(tmp_path):
     assert cfg.model.generator._target_.endswith("DCGANGenerator") and cfg.model.loss.kind == "non_saturating"
 
 
-def test_the_pacgan_grid_experiment_is_the_benchmarked_setting(tmp_path):
-    # benchmarks/RESULTS.md, "PacGAN packing": pack 4 (per-sample init), 5 D steps, cosine-annealed rates
-    cfg = compose_train(["experiment=toy_grid_pacgan"], tmp_path)
-    assert cfg.dataset.kind == "grid" and cfg.dataset.batch_size == 256 and cfg.model.loss.kind == "non_saturating"
-    assert cfg.model.discriminator.pack == 4 and cfg.model.discriminator.pack_init == "per_sample"
-    assert cfg.model.n_critic == 5 and cfg.max_generator_steps == 40000 and cfg.model.ema_decay == 0.999
+# benchmarks/RESULTS.md, "PacGAN packing": the grid's best setting (per-sample init, cosine-annealed rates)
+# and the ring's 8-of-10-seed setting (dense init, no schedule); both pack 4 with 5 D steps.
+@pytest.mark.parametrize("data, pack_init, steps, annealed", [("grid", "per_sample", 40000, True),
+                                                               ("ring", "dense", 20000, False)])
+def test_the_pacgan_toy_experiments_are_the_benchmarked_settings(data, pack_init, steps, annealed, tmp_path):
+    cfg = compose_train([f"experiment=toy_{data}_pacgan"], tmp_path)
+    assert cfg.dataset.kind == data and cfg.dataset.batch_size == 256 and cfg.model.loss.kind == "non_saturating"
+    assert cfg.model.discriminator.pack == 4 and cfg.model.discriminator.pack_init == pack_init
+    assert cfg.model.n_critic == 5 and cfg.max_generator_steps == steps and cfg.model.ema_decay == 0.999
     assert cfg.model.optimizer.g.lr == cfg.model.optimizer.d.lr == 1e-3
+    if not annealed:
+        assert cfg.model.scheduler.g is None and cfg.model.scheduler.d is None
+        return
+    # T_max is the run's length in epochs (the schedulers step once an epoch)
+    epochs = math.ceil(cfg.max_generator_steps / (cfg.dataset.num_samples // cfg.dataset.batch_size))
     for net in ("g", "d"):
         assert cfg.model.scheduler[net]._target_ == "torch.optim.lr_scheduler.CosineAnnealingLR"
-        assert cfg.model.scheduler[net].T_max == 103
-    # T_max is the run's length in epochs (the schedulers step once an epoch)
-    batches_per_epoch = cfg.dataset.num_samples // cfg.dataset.batch_size
-    assert cfg.model.scheduler.g.T_max == math.ceil(cfg.max_generator_steps / batches_per_epoch)
-
-
-def test_the_pacgan_ring_experiment_is_the_benchmarked_setting(tmp_path):
-    # benchmarks/RESULTS.md, "PacGAN packing": the 8-of-10-seed ring setting (dense init, no schedule)
-    cfg = compose_train(["experiment=toy_ring_pacgan"], tmp_path)
-    assert cfg.dataset.kind == "ring" and cfg.dataset.batch_size == 256 and cfg.model.loss.kind == "non_saturating"
-    assert cfg.model.discriminator.pack == 4 and cfg.model.discriminator.pack_init == "dense"
-    assert cfg.model.n_critic == 5 and cfg.max_generator_steps == 20000 and cfg.model.ema_decay == 0.999
-    assert cfg.model.optimizer.g.lr == cfg.model.optimizer.d.lr == 1e-3
-    assert cfg.model.scheduler.g is None and cfg.model.scheduler.d is None
+        assert cfg.model.scheduler[net].T_max == epochs == 103
