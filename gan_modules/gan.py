@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
+SCHEDULER_INTERVALS = ("epoch", "step")
 FakeHook = Callable[[Tensor], Tensor]
 
 
@@ -57,7 +58,10 @@ class GANModule(pl.LightningModule):
         loss: the adversarial objective and its regularisers (``objectives.GANLoss``).
         optimizer: partially applied optimizers (called with the parameters), ``{"g": ..., "d": ...}``.
         scheduler: optional partially applied LR schedulers, ``{"g": ..., "d": ...}`` (either may be
-            None), stepped once per epoch.
+            None), stepped as ``scheduler_interval`` says.
+        scheduler_interval: ``"epoch"``: the schedulers step once per epoch; ``"step"``: after every
+            generator step, so their lengths (``T_max``, ``step_size``) count generator steps and a
+            schedule keeps its shape when the batch or data size changes.
         n_critic: discriminator steps per generator step (>= 1).
         grad_clip_g, grad_clip_d: clip each network's gradient norm to this value (None: off).
         ema_decay: keep an exponential moving average of G's weights with this decay (e.g. 0.999),
@@ -80,6 +84,7 @@ class GANModule(pl.LightningModule):
         loss: GANLoss,
         optimizer: Mapping[str, OptimizerFactory],
         scheduler: Mapping[str, SchedulerFactory | None] | None = None,
+        scheduler_interval: str = "epoch",
         n_critic: int = 1,
         grad_clip_g: float | None = None,
         grad_clip_d: float | None = None,
@@ -96,6 +101,9 @@ class GANModule(pl.LightningModule):
                 raise ValueError(f"model.{name} must be positive or null, got {clip}.")
         if ema_decay is not None and not 0.0 < ema_decay < 1.0:
             raise ValueError(f"model.ema_decay must be in (0, 1) or null, got {ema_decay}.")
+        if scheduler_interval not in SCHEDULER_INTERVALS:
+            raise ValueError(f"model.scheduler_interval must be one of {', '.join(SCHEDULER_INTERVALS)}, got "
+                             f"{scheduler_interval!r}.")
         scheduler = scheduler or {}
         for name, given in (("model.optimizer", optimizer), ("model.scheduler", scheduler)):
             unknown = set(given) - {"g", "d"}
@@ -114,6 +122,7 @@ class GANModule(pl.LightningModule):
         self.loss = loss
         self.optimizer_g, self.optimizer_d = optimizer["g"], optimizer["d"]
         self.scheduler_g, self.scheduler_d = scheduler.get("g"), scheduler.get("d")
+        self.scheduler_interval = scheduler_interval
         self.data_range = None if data_range is None else tuple(float(v) for v in data_range)
         self.n_critic = int(n_critic)
         # Lightning's global_step counts optimizer steps: one generator step makes this many.
@@ -199,6 +208,8 @@ class GANModule(pl.LightningModule):
         self._steps_done = step + 1
         if self.generator_ema is not None:
             self.update_ema()
+        if self.scheduler_interval == "step":
+            self._step_schedulers()
         # The figures stay on the device: the callbacks read them in blocks (gan_modules/step_stats.py),
         # so a step makes no host sync.
         return StepStatistics(stats, step=step + 1)
@@ -218,6 +229,8 @@ class GANModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["loss_term_statistics"] = self.loss.latest_statistics()
+        # What the schedulers' saved counts count: a resume under the other interval is refused.
+        checkpoint["scheduler_interval"] = self.scheduler_interval
         # Lightning skips the callbacks' on_save_checkpoint for a weights-only checkpoint, but not
         # this hook: the NaN guard looks at the steps it has not read yet here too.
         weights_only = "optimizer_states" not in checkpoint
@@ -296,6 +309,10 @@ class GANModule(pl.LightningModule):
         optimizer.step()
 
     def on_train_epoch_end(self) -> None:
+        if self.scheduler_interval == "epoch":
+            self._step_schedulers()
+
+    def _step_schedulers(self) -> None:
         schedulers = self.lr_schedulers()
         if schedulers is None:
             return

@@ -278,6 +278,10 @@ def check_values(cfg: DictConfig) -> None:
         for net in ("g", "d"):
             check_optimizer(f"model.optimizer.{net}", _select(cfg, f"model.optimizer.{net}"))
             check_scheduler(f"model.scheduler.{net}", _select(cfg, f"model.scheduler.{net}"))
+        value = _select(cfg, "model.scheduler_interval")
+        if value is not _ABSENT and value not in ("epoch", "step"):
+            raise ConfigError(f"model.scheduler_interval={_show(value)}: must be epoch (the schedulers step once an "
+                              "epoch) or step (after every generator step).")
         for key in ("gp_weight", "r1_weight", "drift_weight"):
             value = _select(cfg, f"model.loss.{key}")
             if value is not _ABSENT:

@@ -85,6 +85,19 @@ def check_resume_length(cfg: DictConfig, checkpoint: dict[str, Any], ckpt_path: 
         )
 
 
+def check_resume_schedule(module: Any, checkpoint: dict[str, Any], ckpt_path: str) -> None:
+    """A scheduler's saved count means epochs or generator steps: resuming it under the other is refused."""
+    wanted = getattr(module, "scheduler_interval", None)
+    saved = checkpoint.get("scheduler_interval", "epoch")  # checkpoints from before the option stepped per epoch
+    if wanted is None or wanted == saved or not checkpoint.get("lr_schedulers"):
+        return
+    raise ResumeConfigError(
+        f"ckpt_path={ckpt_path} was trained with model.scheduler_interval={saved}: its schedulers have counted "
+        f"{saved}s, and model.scheduler_interval={wanted} would read that count as {wanted}s. Resume with "
+        f"model.scheduler_interval={saved}, or start a new run."
+    )
+
+
 def finish_loggers(loggers: list[Any]) -> None:
     """End runs that outlive the Trainer, so the next job of a multirun starts a fresh one."""
     for logger in loggers:
@@ -125,6 +138,7 @@ def _train_in_folder(cfg: DictConfig, output_dir: Path, first_rank: bool) -> dic
     if ckpt_path is not None:
         checkpoint = check_checkpoint_fits(module, ckpt_path)
         check_resume_length(cfg, checkpoint, ckpt_path)
+        check_resume_schedule(module, checkpoint, ckpt_path)
         del checkpoint  # not kept in memory through training; Lightning reads the file itself
         resume_logged_step = read_checkpoint_step(Path(ckpt_path)).logged_step
 

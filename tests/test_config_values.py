@@ -59,6 +59,7 @@ BAD_VALUES = [
     (["model=stacked_ae", "model.optimizer.lr=0"], "model.optimizer.lr=0", "> 0"),
     (["model.scheduler.g={_target_:torch.optim.lr_scheduler.StepLR,_partial_:true,step_size:0}"],
      "model.scheduler.g.step_size=0", ">= 1"),
+    (["model.scheduler_interval=batch"], "model.scheduler_interval=batch", "epoch"),
     (["model.ema_decay=1.5"], "model.ema_decay=1.5", "(0, 1)"),
     (["model.grad_clip_d=-1"], "model.grad_clip_d=-1", "> 0"),
     (["model.loss.gp_weight=-1"], "model.loss.gp_weight=-1", ">= 0"),

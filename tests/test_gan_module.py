@@ -124,6 +124,19 @@ def test_per_network_lr_schedulers_step_every_epoch():
     assert opt_d.param_groups[0]["lr"] == pytest.approx(1e-2)  # no scheduler for D
 
 
+def test_schedulers_step_after_every_generator_step_with_the_step_interval():
+    module = make_module(n_critic=2)
+    module.scheduler_interval = "step"
+    module.scheduler_g = partial(torch.optim.lr_scheduler.StepLR, step_size=1, gamma=0.5)
+    data = DataLoader(TensorDataset(torch.rand(16, 6), torch.zeros(16, dtype=torch.long)), batch_size=8)
+    trainer = pl.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(module, train_dataloaders=data)
+    opt_g, _ = trainer.optimizers
+    # 2 epochs of 2 batches: 4 generator steps (the D steps do not count), and no extra step per epoch
+    assert opt_g.param_groups[0]["lr"] == pytest.approx(1e-2 * 0.5 ** 4)
+
+
 def test_statistics_are_logged_on_lightning_logging_steps_and_the_last_one():
     # Lightning writes on_step values only every log_every_n_steps; logging the rest costs time for nothing.
     module = make_module(n_critic=2)

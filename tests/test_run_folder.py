@@ -140,6 +140,32 @@ def test_a_new_learning_rate_under_a_scheduler_rescales_the_schedule():
     assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-3)
 
 
+COSINE = "{_target_:torch.optim.lr_scheduler.CosineAnnealingLR,_partial_:true,T_max:6}"
+
+
+def test_a_step_interval_schedule_resumes_where_it_was(tmp_path):
+    whole, halves = tmp_path / "whole", tmp_path / "halves"
+    schedule = [f"model.scheduler.g={COSINE}", "model.scheduler_interval=step"]
+    run(whole, *schedule, "max_generator_steps=4")
+    run(halves, *schedule, "max_generator_steps=2")
+    run(halves, *schedule, "max_generator_steps=4", "ckpt_path=auto")
+    rates = []
+    for folder in (whole, halves):
+        state = torch.load(folder / "checkpoints" / "last.ckpt", weights_only=True)
+        assert state["lr_schedulers"][0]["last_epoch"] == 4  # generator steps, across the resume
+        rates.append(state["optimizer_states"][0]["param_groups"][0]["lr"])
+    assert rates[0] == pytest.approx(rates[1]) and rates[0] < 1e-3
+
+
+def test_resuming_a_schedule_under_the_other_interval_is_refused(tmp_path):
+    run(tmp_path, f"model.scheduler.g={COSINE}", "max_generator_steps=2")
+    before = snapshot(tmp_path / "checkpoints")
+    with pytest.raises(ResumeConfigError, match="scheduler_interval=epoch: its schedulers have counted epochs"):
+        run(tmp_path, f"model.scheduler.g={COSINE}", "model.scheduler_interval=step", "max_generator_steps=3",
+            "ckpt_path=auto")
+    assert snapshot(tmp_path / "checkpoints") == before
+
+
 def test_switching_the_ema_on_at_resume_starts_it_from_the_generator(tmp_path):
     run(tmp_path, "max_generator_steps=2")
     run(tmp_path, "max_generator_steps=3", "ckpt_path=auto", "model.ema_decay=0.9")
