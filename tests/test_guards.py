@@ -111,6 +111,25 @@ def test_skip_puts_back_exactly_the_state_before_the_step():
     assert torch.equal(opt.state[module.weight]["exp_avg"], exp_avg)
 
 
+def test_skip_keeps_a_scheduled_rate_because_the_step_still_counts():
+    module = torch.nn.Linear(3, 2)
+    opt = torch.optim.Adam(module.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+
+    class FakeTrainer:
+        optimizers = [opt]
+
+    guard = NonFiniteGuard(on_nan="skip")
+    guard.on_train_batch_start(FakeTrainer, module, None, 0)
+    module(torch.randn(4, 3)).sum().backward()
+    module.weight.grad.fill_(float("nan"))
+    opt.step()
+    scheduler.step()  # model.scheduler_interval=step: inside the training step
+    guard._restore(FakeTrainer, module)
+    assert torch.isfinite(module.weight).all() and scheduler.last_epoch == 1
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.05) == scheduler.get_last_lr()[0]
+
+
 def test_guard_refuses_to_write_a_checkpoint_of_nan_weights():
     module = torch.nn.Linear(2, 2)
     with torch.no_grad():

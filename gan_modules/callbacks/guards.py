@@ -189,7 +189,12 @@ class NonFiniteGuard(pl.Callback):
         if keep is not None:
             pl_module.generator_steps.copy_(keep)  # the step still counts (schedules stay aligned)
         for opt, state in zip(trainer.optimizers, optimizers):
+            # An optimizer step changes no group setting; a scheduler stepping per generator step
+            # (model.scheduler_interval=step) does, and the step still counts: its rates stay.
+            settings = [{k: v for k, v in group.items() if k != "params"} for group in opt.param_groups]
             opt.load_state_dict(copy.deepcopy(state))
+            for group, kept in zip(opt.param_groups, settings):
+                group.update(kept)
 
     # --- the check: every step's figures, read in blocks --------------------------------------
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, *args: Any) -> None:
