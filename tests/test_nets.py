@@ -72,3 +72,30 @@ def test_unknown_options_are_named():
         DCGANDiscriminator((1, 8, 8), norm="bogus")
     with pytest.raises(ValueError, match="square"):
         DCGANGenerator((2,))
+
+
+def test_uniform_latent_maps_normal_noise_to_unit_variance_uniform():
+    from gan_modules.nets.mlp import normal_to_uniform
+
+    z = torch.randn(200_000, generator=torch.Generator().manual_seed(0))
+    u = normal_to_uniform(z)
+    bound = 3 ** 0.5
+    assert u.abs().max() < bound
+    # quantiles of U(-sqrt 3, sqrt 3): equally spaced
+    expected = torch.linspace(-bound, bound, 11)[1:-1]
+    assert torch.allclose(torch.quantile(u, torch.linspace(0.1, 0.9, 9)), expected, atol=0.02)
+    assert abs(float(u.mean())) < 0.01 and abs(float(u.var()) - 1.0) < 0.01
+
+
+def test_uniform_latent_generator_feeds_its_layers_the_mapped_noise_and_keeps_its_weights():
+    from gan_modules.nets.mlp import normal_to_uniform
+
+    torch.manual_seed(0)
+    normal = MLPGenerator((2,), z_dim=2, hidden=[8], output_activation="identity")
+    uniform = MLPGenerator((2,), z_dim=2, hidden=[8], output_activation="identity", latent="uniform")
+    uniform.load_state_dict(normal.state_dict())  # the same parameters: a checkpoint loads either way
+    z = torch.randn(16, 2)
+    assert torch.allclose(uniform(z), normal(normal_to_uniform(z)))
+    assert not torch.allclose(uniform(z), normal(z))
+    with pytest.raises(ValueError, match="Unknown latent 'gaussian'.*model.generator.latent"):
+        MLPGenerator((2,), z_dim=2, latent="gaussian")

@@ -1,8 +1,10 @@
 """Fully connected generator and discriminator (the textbook GAN and the seed MLP recipes)."""
 from __future__ import annotations
 
+import math
 from typing import Mapping, Sequence
 
+import torch
 from torch import Tensor, nn
 
 from gan_modules.nets.layers import MinibatchStdDev, apply_spectral_norm
@@ -23,6 +25,7 @@ from gan_modules.nets.common import (
 )
 
 ACTIVATIONS = ("relu", "leaky_relu", "selu", "tanh")
+LATENTS = ("normal", "uniform")
 
 
 def _activation(name: str, negative_slope: float) -> nn.Module:
@@ -38,8 +41,20 @@ def _check_init(init: str) -> None:
         raise ValueError(f"Unknown init {init!r}: choose 'torch' (PyTorch defaults) or 'keras' (Glorot-uniform).")
 
 
+def normal_to_uniform(z: Tensor) -> Tensor:
+    """N(0, 1) entries -> U(-sqrt 3, sqrt 3) (mean 0, variance 1) through the normal CDF."""
+    return torch.erf(z / math.sqrt(2.0)) * math.sqrt(3.0)
+
+
 class MLPGenerator(nn.Module):
-    """z -> [Linear (-> BatchNorm1d) -> activation] x len(hidden) -> Linear -> output activation."""
+    """z -> [Linear (-> BatchNorm1d) -> activation] x len(hidden) -> Linear -> output activation.
+
+    ``latent="uniform"`` first maps the N(0, I) noise every caller draws through the normal CDF, so
+    the layers see a uniform latent of unit variance. Intervals of equal probability are then equally
+    wide: under a normal latent the ones near 0 are the narrowest, and on the 2-D grid the line of modes
+    they map to is the one G most often drops (benchmarks/RESULTS.md, "PacGAN packing"). In the
+    conditional wrapper the map applies to the backbone's input, ``z * embed(y)``.
+    """
 
     def __init__(
         self,
@@ -51,9 +66,14 @@ class MLPGenerator(nn.Module):
         batch_norm: bool = False,
         output_activation: str = "tanh",
         init: str = "torch",
+        latent: str = "normal",
     ) -> None:
         super().__init__()
         _check_init(init)
+        if latent not in LATENTS:
+            raise ValueError(f"Unknown latent {latent!r} (model.generator.latent): choose 'normal' (the noise as "
+                             "drawn) or 'uniform' (mapped through the normal CDF to a uniform latent).")
+        self.latent = latent
         self.z_dim = check_size("z_dim", z_dim)
         hidden = check_sizes("hidden", hidden)
         self.out_shape = as_shape(out_shape)
@@ -72,6 +92,8 @@ class MLPGenerator(nn.Module):
             keras_init_(self)
 
     def forward(self, z: Tensor) -> Tensor:
+        if self.latent == "uniform":
+            z = normal_to_uniform(z)
         return self.net(z).view(z.shape[0], *self.out_shape)
 
 
