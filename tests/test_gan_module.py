@@ -112,29 +112,19 @@ def test_gradient_clipping_caps_the_update():
     assert norms and max(norms) <= 1e-3 * 1.0001
 
 
-def test_per_network_lr_schedulers_step_every_epoch():
-    module = make_module()
+# 2 epochs of 2 batches: 2 scheduler steps once an epoch, 4 once per generator step (D steps do not count)
+@pytest.mark.parametrize("interval, scheduler_steps", [("epoch", 2), ("step", 4)])
+def test_per_network_lr_schedulers_step_at_their_interval(interval, scheduler_steps):
+    module = make_module(n_critic=2)
+    module.scheduler_interval = interval
     module.scheduler_g = partial(torch.optim.lr_scheduler.StepLR, step_size=1, gamma=0.5)
     data = DataLoader(TensorDataset(torch.rand(16, 6), torch.zeros(16, dtype=torch.long)), batch_size=8)
     trainer = pl.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False)
     trainer.fit(module, train_dataloaders=data)
     opt_g, opt_d = trainer.optimizers
-    assert opt_g.param_groups[0]["lr"] == pytest.approx(1e-2 * 0.25)
+    assert opt_g.param_groups[0]["lr"] == pytest.approx(1e-2 * 0.5 ** scheduler_steps)
     assert opt_d.param_groups[0]["lr"] == pytest.approx(1e-2)  # no scheduler for D
-
-
-def test_schedulers_step_after_every_generator_step_with_the_step_interval():
-    module = make_module(n_critic=2)
-    module.scheduler_interval = "step"
-    module.scheduler_g = partial(torch.optim.lr_scheduler.StepLR, step_size=1, gamma=0.5)
-    data = DataLoader(TensorDataset(torch.rand(16, 6), torch.zeros(16, dtype=torch.long)), batch_size=8)
-    trainer = pl.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False)
-    trainer.fit(module, train_dataloaders=data)
-    opt_g, _ = trainer.optimizers
-    # 2 epochs of 2 batches: 4 generator steps (the D steps do not count), and no extra step per epoch
-    assert opt_g.param_groups[0]["lr"] == pytest.approx(1e-2 * 0.5 ** 4)
 
 
 def test_statistics_are_logged_on_lightning_logging_steps_and_the_last_one():
